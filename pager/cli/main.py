@@ -1,0 +1,73 @@
+"""``pager`` command: dispatches to the sub-command modules of :mod:`pager.cli`.
+
+Each sub-command module exposes ``add_parser(subparsers)`` (registering its own arguments) and
+``run(args) -> int``. Modules are imported only when their command is used, so ``pager --help`` stays fast.
+Library errors (``ValueError``, ``FileNotFoundError``, ...) become one readable line and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Dict, List, Optional, Tuple
+
+#: command name -> (module, one-line help)
+COMMANDS: Dict[str, Tuple[str, str]] = {
+    "predict": ("pager.cli.predict", "predict depth/normals for your own panoramas"),
+    "infer": ("pager.cli.infer", "run a checkpoint over a dataset split (same as inference.py)"),
+    "synth": ("pager.cli.synth", "render procedural panoramas with exact depth and normals"),
+    "pointcloud": ("pager.cli.pointcloud", "turn a panorama (or predictions) into a GLB/PLY point cloud"),
+    "evaluate": ("pager.cli.evaluate", "evaluate predictions against a dataset (depth, normals, edges, seams)"),
+    "train": ("pager.cli.train", "fine-tune a PaGeR model (same as train.py)"),
+    "app": ("pager.cli.app", "start the Gradio demo (same as app.py)"),
+}
+
+
+def _load(module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+
+
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The top-level parser; only the chosen sub-command's module is imported."""
+    parser = argparse.ArgumentParser(prog="pager", description="PaGeR: 360-degree panorama geometry from one image.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = _load(module_name) if name == wanted else None
+        if module is not None:
+            module.add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``pager`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args, _ = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = _load(COMMANDS[args.command][0])
+    if module is None:
+        print(f"pager {args.command}: this command is not available in this installation", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as exc:
+        print(f"pager {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

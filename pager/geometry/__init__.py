@@ -1,0 +1,39 @@
+"""Spherical geometry of PaGeR: pure, batched, differentiable tensor math (no model, no file I/O).
+
+Conventions (used by every module of the package; do not redefine them elsewhere)
+---------------------------------------------------------------------------------
+ERP image
+    A panorama is an equirectangular (ERP) tensor ``[B, C, H, W]`` with ``W == 2 * H``.
+    Pixel ``(i, j)`` (row, column) has its centre at ``u = (j + 0.5) / W``, ``v = (i + 0.5) / H``.
+    Longitude ``theta = 2*pi*u - pi`` lies in ``(-pi, pi)``: 0 at the image centre, increasing to the
+    right (turning right when seen from the camera). Latitude ``phi = pi/2 - pi*v`` lies in
+    ``(-pi/2, pi/2)``: positive at the top of the image.
+
+World frame (right-handed, camera-centred, metres)
+    ``x`` = forward (theta = 0, phi = 0: the centre of the ERP), ``y`` = up, ``z`` = right
+    (theta = +pi/2, three quarters across the image). ``forward x up = right``, so the frame is
+    right-handed and y-up like glTF. The unit ray of a pixel is::
+
+        ray(theta, phi) = (cos(phi) cos(theta), sin(phi), cos(phi) sin(theta))
+
+    Depth is the *range* (Euclidean distance from the camera centre along the ray) in metres;
+    the 3-D point of a pixel is ``depth * ray``. Point clouds are written in this frame.
+
+Surface normals
+    Unit vectors in the same world frame (not a per-pixel camera frame), oriented towards the
+    camera side of the surface (``dot(normal, ray) <= 0``). The reference project's normals live in
+    a mirrored frame (x forward, y up, z *left*); converting them to ours negates ``z``.
+
+Cubemap
+    A cubemap is ``[B, 6, C, F, F]`` at the edges of the library and ``[B*6, C, F, F]`` inside
+    networks, faces in the order F, R, B, L, U, D (front +x, right +z, back -x, left -z, up +y,
+    down -y) with exactly the pixel orientation of pytorch360convert's ``stack`` format (the
+    released checkpoints were trained on its cubemaps). pytorch360convert works in a left-handed
+    frame ``(x_p right, y_p up, z_p forward)``; ours is ``(x, y, z) = (z_p, y_p, x_p)``.
+    Face pixel ``(r, c)`` of a face of size ``F`` sits at the face coordinates
+    ``a_c = -1/2 + c/(F-1)`` (left to right) and ``b_r = 1/2 - r/(F-1)`` (top to bottom) on a cube of
+    side 1, i.e. the grid runs edge to edge (pytorch360convert's ``linspace(-0.5, 0.5, F)``):
+    F: (1/2, b_r, a_c)     R: (-a_c, b_r, 1/2)    B: (-1/2, b_r, -a_c)
+    L: (a_c, b_r, -1/2)    U: (-b_r, 1/2, a_c)    D: (b_r, -1/2, a_c)
+    (written as world ``(x, y, z)``; the ray is the normalised point).
+"""
