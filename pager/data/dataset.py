@@ -1,0 +1,493 @@
+"""Shared panorama dataset logic: one base class, one small reader per dataset.
+
+A reader (subclass of :class:`PanoramaDataset`, one per file in ``pager/data/readers/``) only lists
+its samples (:meth:`PanoramaDataset.list_records`) and decodes one of them
+(:meth:`PanoramaDataset.load_record`) into a :class:`RawSample` of numpy arrays. Everything else lives
+here, once: splits (``train``, ``val``, ``tiny_val``, ``test``), debug subsets, value ranges and masks,
+the evaluation band of rows at the poles, resizing, roll augmentation (which also rotates normals),
+optional training targets in [-1, 1] and optional per-sample cubemaps.
+
+Sample dictionary returned by ``dataset[i]`` (``H`` = output height, ``W = 2 * H``)::
+
+    id          str    unique within the split, filesystem-safe (path parts joined with "__")
+    rgb         float32 [3, H, W]  in [-1, 1]
+    depth       float32 [1, H, W]  range along the ray in metres, raw (not clipped); 0 where unknown
+    mask        bool    [1, H, W]  finite depth within (1.01 * min_depth, 0.99 * max_depth), and the
+                                   dataset's own validity mask where it has one
+    eval_mask   bool    [1, H, W]  ``mask`` without the dataset's evaluation band of top/bottom rows
+                                   (Matterport3D360 14 %, Stanford2D3DS 15 %; equal to ``mask`` elsewhere)
+    normals     float32 [3, H, W]  only for datasets with normals: unit vectors in OUR world frame
+                                   (see ``pager.geometry``), zero where the file has none
+    min_depth, max_depth  float   the dataset's depth range in metres
+    scene_type  str    "indoor" or "outdoor"
+    dataset     str    the dataset's registry name
+    (optional) depth_target float32 [1, H, W] in [-1, 1] with ``target_encoding``
+    (optional) rgb_cubemap [6, 3, F, F], depth_cubemap [6, 1, F, F], mask_cubemap [6, 1, F, F] bool,
+               normals_cubemap [6, 3, F, F] with ``return_cubemap=True``
+
+Bad data is never replaced by zeros: a missing or undecodable file raises ``FileNotFoundError`` /
+``ValueError`` naming the file and the dataset; with ``skip_bad_samples=True`` the failure is logged,
+counted in :attr:`PanoramaDataset.skipped` and the next good sample is returned instead.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+SPLITS = ("train", "val", "tiny_val", "test")
+SCENES = ("indoor", "outdoor", "both")
+
+
+class BadSampleError(ValueError):
+    """A sample whose files exist but cannot be used (undecodable, wrong size, missing key...)."""
+
+
+@dataclass
+class SampleRecord:
+    """One listed sample: a unique id, its scene type and whatever the reader needs to load it.
+
+    ``files`` are the paths the sample needs (checked for existence when ``skip_bad_samples`` is on);
+    ``extra`` holds reader-specific values (LMDB shard, key, ...).
+    """
+
+    id: str
+    scene_type: str = "indoor"
+    files: Dict[str, Path] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RawSample:
+    """A decoded sample before the shared processing (numpy, native resolution).
+
+    rgb: ``[H, W, 3]`` uint8 (or uint16 / float in [0, 1]); depth: ``[H, W]`` float metres (any
+    NaN/inf/negative marks unknown); normals: ``[H, W, 3]`` float in OUR world frame, or None;
+    valid: ``[H, W]`` bool extra validity mask from the dataset, or None.
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    normals: Optional[np.ndarray] = None
+    valid: Optional[np.ndarray] = None
+
+
+def safe_id(*parts: str) -> str:
+    """Join id parts with ``"__"``, replacing path separators so the id is a valid file name."""
+    cleaned = [str(p).replace("/", "_").replace("\\", "_").replace(os.sep, "_") for p in parts if str(p) != ""]
+    out = "__".join(cleaned)
+    if not out or out in (".", ".."):
+        raise ValueError(f"cannot build a sample id from {parts!r}")
+    return out
+
+
+def tiny_subset(n: int, size: int) -> List[int]:
+    """Evenly spaced, deterministic indices ``[0, n)`` of at most ``size`` elements (first and last included)."""
+    if n <= size:
+        return list(range(n))
+    if size <= 1:
+        return [0][:size]
+    return sorted({int(round(i * (n - 1) / (size - 1))) for i in range(size)})
+
+
+def band_rows(height: int, fraction: float) -> int:
+    """Number of rows masked at the top and at the bottom for an evaluation band of ``fraction``."""
+    return int(fraction * height) if fraction > 0 else 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry helpers: prefer pager.geometry's (the shared implementation), fall back to private ones
+# so that the data layer works while the geometry module is being written.
+# ----------------------------------------------------------------------------------------------
+
+def _roll_erp(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Roll an ERP tensor ``[..., H, W]`` by ``shift`` columns to the right (content moves right)."""
+    return torch.roll(x, shifts=int(shift), dims=-1)
+
+
+def _rotate_normals_yaw(normals: torch.Tensor, shift: int) -> torch.Tensor:
+    """Rotate normals ``[..., 3, H, W]`` (our frame) to match a roll of ``shift`` columns to the right.
+
+    Rolling right by ``s`` columns adds ``alpha = 2*pi*s/W`` to every longitude; in our frame a longitude
+    increase turns x (forward) towards z (right): ``x' = x cos a - z sin a``, ``z' = x sin a + z cos a``.
+    """
+    width = normals.shape[-1]
+    alpha = 2.0 * math.pi * (int(shift) % width) / width
+    c, s = math.cos(alpha), math.sin(alpha)
+    x, y, z = normals.unbind(dim=-3)
+    return torch.stack((x * c - z * s, y, x * s + z * c), dim=-3)
+
+
+def roll_sample(sample: Dict[str, Any], shift: int) -> Dict[str, Any]:
+    """Roll every ERP tensor of a sample dict by ``shift`` columns and rotate its normals accordingly."""
+    out = dict(sample)
+    for key in ("rgb", "depth", "mask", "eval_mask", "depth_target"):
+        if key in out and torch.is_tensor(out[key]):
+            out[key] = _roll_erp(out[key], shift)
+    if "normals" in out and torch.is_tensor(out["normals"]):
+        out["normals"] = _rotate_normals_yaw(_roll_erp(out["normals"], shift), shift)
+    return out
+
+
+def _to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear") -> torch.Tensor:
+    """ERP ``[C, H, W]`` -> cubemap ``[6, C, F, F]`` (faces F, R, B, L, U, D, pytorch360convert layout)."""
+    try:
+        from pager.geometry import erp_to_cubemap  # type: ignore[attr-defined]
+    except ImportError:
+        erp_to_cubemap = None
+    if erp_to_cubemap is not None:
+        try:
+            cube = erp_to_cubemap(erp[None].float(), face_size, mode=mode)
+        except TypeError:
+            cube = erp_to_cubemap(erp[None].float(), face_size)
+        return cube[0]
+    from pytorch360convert import e2c  # fallback: the same layout the geometry module reproduces
+
+    cube = e2c(erp.float(), face_w=face_size, cube_format="stack", mode=mode)
+    return cube
+
+
+# ----------------------------------------------------------------------------------------------
+# Array conversion and resizing
+# ----------------------------------------------------------------------------------------------
+
+def rgb_to_tensor(rgb: np.ndarray, what: str = "rgb") -> torch.Tensor:
+    """``[H, W, C]`` uint8/uint16/float[0,1] image -> float32 ``[3, H, W]`` in [-1, 1] (alpha dropped)."""
+    if rgb.ndim == 2:
+        rgb = rgb[:, :, None]
+    if rgb.ndim != 3 or rgb.shape[2] not in (1, 3, 4):
+        raise BadSampleError(f"{what}: expected an image [H, W, 1|3|4], got shape {rgb.shape}")
+    if rgb.dtype == np.uint8:
+        x = torch.from_numpy(np.ascontiguousarray(rgb)).float() / 255.0
+    elif rgb.dtype == np.uint16:
+        x = torch.from_numpy(rgb.astype(np.float32)) / 65535.0
+    elif np.issubdtype(rgb.dtype, np.floating):
+        x = torch.from_numpy(np.clip(rgb.astype(np.float32), 0.0, 1.0))
+    else:
+        raise BadSampleError(f"{what}: unsupported image dtype {rgb.dtype}")
+    x = x.permute(2, 0, 1)
+    if x.shape[0] == 1:
+        x = x.expand(3, -1, -1)
+    return (x[:3] * 2.0 - 1.0).contiguous()
+
+
+def resize_rgb(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[C, H, W]`` float -> ``[C, height, width]``: area when shrinking, bilinear when enlarging."""
+    if tuple(x.shape[-2:]) == (height, width):
+        return x
+    shrink = height <= x.shape[-2] and width <= x.shape[-1]
+    if shrink:
+        return F.interpolate(x[None], size=(height, width), mode="area")[0]
+    return F.interpolate(x[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+
+
+def resize_nearest(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[C, H, W]`` (any dtype) -> ``[C, height, width]`` with nearest (pixel-centre) sampling."""
+    if tuple(x.shape[-2:]) == (height, width):
+        return x
+    dtype = x.dtype
+    y = F.interpolate(x[None].float(), size=(height, width), mode="nearest-exact")[0]
+    return y.to(dtype)
+
+
+def resize_normals(n: torch.Tensor, height: int, width: int, eps: float = 1e-6) -> torch.Tensor:
+    """``[3, H, W]`` unit normals -> ``[3, height, width]``, resampled like RGB then renormalised (0 stays 0)."""
+    if tuple(n.shape[-2:]) == (height, width):
+        return n
+    y = resize_rgb(n, height, width)
+    norm = y.norm(dim=0, keepdim=True)
+    return torch.where(norm > eps, y / norm.clamp_min(eps), torch.zeros_like(y))
+
+
+def normalize_normals(n: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """``[H, W, 3]`` float -> unit vectors; vectors shorter than ``eps`` become 0 (unknown)."""
+    n = n.astype(np.float32, copy=False)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    return np.where(norm > eps, n / np.maximum(norm, eps), 0.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# The base dataset
+# ----------------------------------------------------------------------------------------------
+
+class PanoramaDataset(Dataset):
+    """Base class of every panorama dataset (ERP RGB + depth in metres [+ normals]).
+
+    Args:
+        data_path: the root holding one folder per dataset (``<data_path>/<NAME>/...``); a path that
+            already ends in the dataset's folder is accepted too.
+        split: ``train``, ``val``, ``tiny_val`` (at most ``tiny_val_size`` evenly spaced samples of
+            ``val``) or ``test``.
+        scenes: ``indoor``, ``outdoor`` or ``both``.
+        debug: keep only the first ``debug_size`` samples (before the ``tiny_val`` subset is taken).
+        skip_bad_samples: log, count (:attr:`skipped`) and skip bad samples instead of raising.
+        augment: random horizontal roll (normals rotated about the vertical axis to match).
+        height: output height (width ``2 * height``); None keeps the native height. A native image
+            that is not 2:1 is resampled to width ``2 * H``.
+        target_encoding: None, ``"log"`` / ``"linear"`` (``pager.geometry.depth_encoding.encode_depth``
+            with the dataset's range) or ``"affine"`` (per-image 2-98 % quantiles): adds ``depth_target``.
+        return_cubemap: also return per-sample cubemaps (compatibility; off by default because the
+            model converts ERP batches on its device). ``cubemap_face_size`` defaults to ``3 * H // 4``.
+    """
+
+    NAME: ClassVar[str] = ""
+    SUBDIR: ClassVar[Optional[str]] = None  # folder under data_path; defaults to NAME
+    MIN_DEPTH: ClassVar[float] = 0.01
+    MAX_DEPTH: ClassVar[float] = 75.0
+    MASK_MIN_FACTOR: ClassVar[float] = 1.01  # valid depth > MASK_MIN_FACTOR * min_depth (reference)
+    MASK_MAX_FACTOR: ClassVar[float] = 0.99  # valid depth < MASK_MAX_FACTOR * max_depth (reference)
+    EVAL_BAND: ClassVar[float] = 0.0  # fraction of rows masked at top and bottom for evaluation
+    HAS_NORMALS: ClassVar[bool] = False
+    SCENE_TYPES: ClassVar[Tuple[str, ...]] = ("indoor",)
+
+    def __init__(
+        self,
+        data_path: PathLike,
+        split: str = "test",
+        scenes: str = "both",
+        debug: bool = False,
+        skip_bad_samples: bool = False,
+        augment: bool = False,
+        height: Optional[int] = None,
+        target_encoding: Optional[str] = None,
+        return_cubemap: bool = False,
+        cubemap_face_size: Optional[int] = None,
+        debug_size: int = 100,
+        tiny_val_size: int = 16,
+    ) -> None:
+        super().__init__()
+        if split not in SPLITS:
+            raise ValueError(f"{self.NAME}: unknown split {split!r}; expected one of {SPLITS}")
+        if scenes not in SCENES:
+            raise ValueError(f"{self.NAME}: unknown scenes {scenes!r}; expected one of {SCENES}")
+        if scenes != "both" and scenes not in self.SCENE_TYPES:
+            raise ValueError(
+                f"{self.NAME} has only {'/'.join(self.SCENE_TYPES)} scenes; scenes={scenes!r} selects nothing"
+            )
+        if target_encoding not in (None, "log", "linear", "affine"):
+            raise ValueError(f"target_encoding must be None, 'log', 'linear' or 'affine', got {target_encoding!r}")
+        if height is not None and (int(height) < 1):
+            raise ValueError(f"height must be a positive integer, got {height!r}")
+        self.data_path = Path(data_path)
+        self.root = self._resolve_root(self.data_path)
+        self.split = split
+        self.scenes = scenes
+        self.debug = debug
+        self.skip_bad_samples = skip_bad_samples
+        self.augment = augment
+        self.height = int(height) if height is not None else None
+        self.target_encoding = target_encoding
+        self.return_cubemap = return_cubemap
+        self.cubemap_face_size = cubemap_face_size
+        self.skipped = 0
+        self._bad: set = set()
+        self.min_depth, self.max_depth = self.depth_range()
+
+        base_split = "val" if split == "tiny_val" else split
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.NAME}: dataset folder not found: {self.root}")
+        records = list(self.list_records(self.root, base_split, scenes))
+        records.sort(key=lambda r: r.id)
+        ids = [r.id for r in records]
+        if len(set(ids)) != len(ids):
+            dupes = sorted({i for i in ids if ids.count(i) > 1})[:5]
+            raise ValueError(f"{self.NAME}: duplicate sample ids in {self.root} split {base_split}: {dupes}")
+        if skip_bad_samples:
+            records = self._drop_missing(records)
+        if debug:
+            records = records[:debug_size]
+        if split == "tiny_val":
+            records = [records[i] for i in tiny_subset(len(records), tiny_val_size)]
+        if not records:
+            raise ValueError(
+                f"{self.NAME}: split {split!r} (scenes={scenes}) is empty; searched {self.describe_search(self.root, base_split)}"
+            )
+        self.records: List[SampleRecord] = records
+        logger.info("%s %s: %d samples from %s", self.NAME, split, len(records), self.root)
+
+    # -- to be provided by readers ----------------------------------------------------------
+    def list_records(self, root: Path, split: str, scenes: str) -> Sequence[SampleRecord]:
+        """All samples of ``split`` (train/val/test) under the dataset folder ``root``."""
+        raise NotImplementedError
+
+    def load_record(self, record: SampleRecord) -> RawSample:
+        """Decode one sample; raise FileNotFoundError / ValueError naming the offending file."""
+        raise NotImplementedError
+
+    def describe_search(self, root: Path, split: str) -> str:
+        """Where the listing looked (used in the empty-split error)."""
+        return str(root)
+
+    def depth_range(self) -> Tuple[float, float]:
+        """``(min_depth, max_depth)`` in metres for this instance (may depend on ``scenes``)."""
+        return float(self.MIN_DEPTH), float(self.MAX_DEPTH)
+
+    # -- shared logic ------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.NAME
+
+    def _resolve_root(self, data_path: Path) -> Path:
+        sub = self.SUBDIR or self.NAME
+        candidate = data_path / sub
+        if not candidate.is_dir() and data_path.name == sub and data_path.is_dir():
+            return data_path
+        return candidate
+
+    def _drop_missing(self, records: List[SampleRecord]) -> List[SampleRecord]:
+        kept = []
+        for rec in records:
+            missing = [str(p) for p in rec.files.values() if not Path(p).exists()]
+            if missing:
+                self.skipped += 1
+                logger.warning("%s: skipping sample %s, missing file(s): %s", self.NAME, rec.id, ", ".join(missing))
+            else:
+                kept.append(rec)
+        return kept
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        n = len(self.records)
+        if not -n <= index < n:
+            raise IndexError(f"{self.NAME}: index {index} out of range for {n} samples")
+        index %= n
+        for attempt in range(n):
+            j = (index + attempt) % n
+            if j in self._bad:
+                continue
+            try:
+                return self.get_sample(j)
+            except (OSError, ValueError, KeyError) as exc:
+                if not self.skip_bad_samples:
+                    raise
+                self._bad.add(j)
+                self.skipped += 1
+                logger.warning("%s: skipping bad sample %s: %s", self.NAME, self.records[j].id, exc)
+        raise RuntimeError(f"{self.NAME}: every sample of split {self.split!r} in {self.root} failed to load")
+
+    def load_raw(self, index: int) -> RawSample:
+        """Decode sample ``index`` (no processing); errors name the file and the dataset."""
+        record = self.records[index]
+        try:
+            return self.load_record(record)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{self.NAME} sample {record.id}: {exc}") from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise BadSampleError(f"{self.NAME} sample {record.id}: {exc}") from exc
+
+    def get_sample(self, index: int) -> Dict[str, Any]:
+        """The processed sample dict of ``index`` (raises on bad data, never skips)."""
+        record = self.records[index]
+        raw = self.load_raw(index)
+        sample = self.process(raw, record)
+        if self.augment:
+            shift = int(torch.randint(0, sample["rgb"].shape[-1], (1,)).item())
+            sample = roll_sample(sample, shift)
+        if self.target_encoding is not None:
+            sample["depth_target"] = self.encode_target(sample["depth"], sample["mask"])
+        if self.return_cubemap:
+            sample.update(self.cubemaps(sample))
+        return sample
+
+    def process(self, raw: RawSample, record: SampleRecord) -> Dict[str, Any]:
+        """Shared processing of a decoded sample: tensors, masks, resizing, evaluation band."""
+        where = ", ".join(str(p) for p in record.files.values()) or record.id
+        rgb = rgb_to_tensor(raw.rgb, what=f"{self.NAME} rgb of {record.id}")
+        depth_np = np.asarray(raw.depth)
+        if depth_np.ndim == 3 and depth_np.shape[-1] == 1:
+            depth_np = depth_np[..., 0]
+        if depth_np.ndim != 2:
+            raise BadSampleError(f"{self.NAME}: depth must be [H, W], got shape {depth_np.shape} ({where})")
+        h, w = depth_np.shape
+        if tuple(rgb.shape[-2:]) != (h, w):
+            raise BadSampleError(
+                f"{self.NAME}: RGB size {tuple(rgb.shape[-2:])} differs from depth size {(h, w)} (H, W) in {where}"
+            )
+        depth = torch.from_numpy(depth_np.astype(np.float32, copy=False))[None]
+        finite = torch.isfinite(depth) & (depth > 0)
+        depth = torch.where(finite, depth, torch.zeros_like(depth))
+        mask = finite & (depth > self.MASK_MIN_FACTOR * self.min_depth) & (depth < self.MASK_MAX_FACTOR * self.max_depth)
+        if raw.valid is not None:
+            valid = np.asarray(raw.valid)
+            if valid.shape != (h, w):
+                raise BadSampleError(f"{self.NAME}: mask size {valid.shape} differs from depth size {(h, w)} in {where}")
+            mask &= torch.from_numpy(valid.astype(bool))[None]
+        normals = None
+        if raw.normals is not None:
+            n = np.asarray(raw.normals, dtype=np.float32)
+            if n.ndim == 3 and n.shape[0] == 3 and n.shape[-1] != 3:
+                n = np.moveaxis(n, 0, -1)
+            if n.shape != (h, w, 3):
+                raise BadSampleError(f"{self.NAME}: normals shape {n.shape} differs from depth size {(h, w)} in {where}")
+            n = np.nan_to_num(n, nan=0.0, posinf=0.0, neginf=0.0)
+            normals = torch.from_numpy(normalize_normals(n)).permute(2, 0, 1).contiguous()
+
+        out_h = self.height if self.height is not None else h
+        out_w = 2 * out_h
+        if (out_h, out_w) != (h, w):
+            rgb = resize_rgb(rgb, out_h, out_w)
+            depth = resize_nearest(depth, out_h, out_w)
+            mask = resize_nearest(mask, out_h, out_w)
+            if normals is not None:
+                normals = resize_normals(normals, out_h, out_w)
+        band = band_rows(out_h, self.EVAL_BAND)
+        eval_mask = mask.clone()
+        if band > 0:
+            eval_mask[:, :band] = False
+            eval_mask[:, out_h - band:] = False
+        sample: Dict[str, Any] = {
+            "id": record.id,
+            "rgb": rgb.contiguous(),
+            "depth": depth.contiguous(),
+            "mask": mask.contiguous(),
+            "eval_mask": eval_mask,
+            "min_depth": float(self.min_depth),
+            "max_depth": float(self.max_depth),
+            "scene_type": record.scene_type,
+            "dataset": self.NAME,
+        }
+        if normals is not None:
+            sample["normals"] = normals
+        return sample
+
+    def encode_target(self, depth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Training target ``[1, H, W]`` in [-1, 1] from metres, per ``target_encoding``."""
+        from pager.geometry.depth_encoding import affine_normalize_depth, encode_depth
+
+        if self.target_encoding == "affine":
+            if not bool(mask.any()):
+                raise BadSampleError(f"{self.NAME}: no valid depth pixel for the affine target")
+            return affine_normalize_depth(depth[None], mask[None])[0]
+        # unknown (0) depth encodes to -1 after clamping; the mask says it is not supervised
+        return encode_depth(depth, self.min_depth, self.max_depth, log_scale=self.target_encoding == "log")
+
+    def cubemaps(self, sample: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """Per-sample cubemaps ``[6, C, F, F]`` of the ERP tensors (compatibility path)."""
+        face = self.cubemap_face_size or max(1, 3 * sample["rgb"].shape[-2] // 4)
+        out = {
+            "rgb_cubemap": _to_cubemap(sample["rgb"], face),
+            "depth_cubemap": _to_cubemap(sample["depth"], face),
+            "mask_cubemap": _to_cubemap(sample["mask"].float(), face) > 0.99,
+        }
+        if "normals" in sample:
+            out["normals_cubemap"] = _to_cubemap(sample["normals"], face)
+        if "depth_target" in sample:
+            out["depth_target_cubemap"] = _to_cubemap(sample["depth_target"], face)
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, scenes={self.scenes!r}, n={len(self)})"

@@ -1,0 +1,47 @@
+"""Matterport3D360: real indoor panoramas with ``.dpt`` depth (2048x1024 natively).
+
+Layout::
+
+    Matterport3D360/scenes_{train,val,test}.txt            one scene name per line
+    Matterport3D360/<any folder>/data/<scene>/<key>_rgb.png
+    Matterport3D360/<any folder>/data/<scene>/<key>_depth.dpt   (float32 metres, see ``read_dpt``)
+
+Depth range 0.01-75 m; the top and bottom 14 % of rows are left out of evaluation (``eval_mask``).
+No normals. Sample id: ``<scene>__<key>``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+from pager.data.dataset import PanoramaDataset, RawSample, SampleRecord, safe_id
+from pager.data.readers._io import read_dpt, read_list, read_rgb
+
+
+class Matterport3D360(PanoramaDataset):
+    NAME = "Matterport3D360"
+    EVAL_BAND = 0.14
+
+    def list_records(self, root: Path, split: str, scenes: str) -> List[SampleRecord]:
+        wanted = set(read_list(root / f"scenes_{split}.txt", what=f"{self.NAME} split file"))
+        records = []
+        for scene_dir in sorted(root.glob("*/data/*")):
+            if not scene_dir.is_dir() or scene_dir.name not in wanted:
+                continue
+            for rgb in sorted(scene_dir.glob("*_rgb.png")):
+                key = rgb.name[: -len("_rgb.png")]
+                records.append(
+                    SampleRecord(
+                        id=safe_id(scene_dir.name, key),
+                        files={"rgb": rgb, "depth": rgb.with_name(f"{key}_depth.dpt")},
+                    )
+                )
+        return records
+
+    def describe_search(self, root: Path, split: str) -> str:
+        return f"{root}/*/data/<scene>/*_rgb.png for the scenes of {root / f'scenes_{split}.txt'}"
+
+    def load_record(self, record: SampleRecord) -> RawSample:
+        rgb = read_rgb(record.files["rgb"], what=f"{self.NAME} rgb")
+        depth = read_dpt(record.files["depth"])
+        return RawSample(rgb=rgb, depth=depth)
