@@ -1,0 +1,485 @@
+"""The PaGeR model: one frozen VAE shared by one single-step UNet per modality, on the six cube faces.
+
+Prediction of one panorama (``B`` panoramas at once, ``N = 6 * B`` faces inside the networks)::
+
+    ERP rgb [B,3,H,W] in [-1,1] --erp_to_cubemap--> faces [B,6,3,F,F]
+      --VAE encode (mode) * s--> z_rgb [N,4,h,w]                       (s = VAE scaling factor, 0.18215)
+      --UNet(cat(z_rgb, 0, [uv]), t = T-1, empty prompt)--> v [N,4,h,w]  (v-prediction)
+      z = sqrt(a) * 0 - sqrt(1 - a) * v                                 (a = alpha_cumprod[T-1], ~0)
+      --VAE decode(z / s)--> [N,3,F,F] --cubemap_to_erp--> ERP [B,3,H,W]
+    depth: mean of the 3 channels, clamp to [-1, 1], decoded to metres with the checkpoint's range;
+    normals: clamp, unit length, converted to our world frame.
+
+Every convolution of VAE and UNets is cube-padded and every GroupNorm / attention layer is made
+panorama-wide (the six faces of a panorama form one sample), so batches must hold whole panoramas
+(``N % 6 == 0``, faces in the order F, R, B, L, U, D).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from pager.model.loading import (
+    DEFAULT_MODEL_NAME,
+    ModalityConfig,
+    PathLike,
+    load_base,
+    load_checkpoint,
+    resolve_default_model,
+    widen_conv_in,
+)
+
+logger = logging.getLogger(__name__)
+
+FACES = 6
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(dtype: Union[str, torch.dtype, None]) -> torch.dtype:
+    """``"fp32"|"float32"|"fp16"|"float16"|"bf16"|"bfloat16"`` or a torch dtype -> torch dtype (None: float32)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+        return dtype
+    key = str(dtype).replace("torch.", "").lower()
+    if key not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[key]
+
+
+def default_device() -> torch.device:
+    """CUDA when available, then MPS, else CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def xformers_available() -> bool:
+    """Whether the ``xformers`` package can be imported."""
+    try:
+        import xformers  # noqa: F401
+        import xformers.ops  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_attention_backend(enable_xformers: bool) -> str:
+    """``"xformers"`` when requested and available; otherwise ``"sdpa"`` (with a warning if it was requested)."""
+    if enable_xformers:
+        if xformers_available():
+            return "xformers"
+        warnings.warn("enable_xformers: xformers is not installed; falling back to PyTorch SDPA attention", RuntimeWarning, stacklevel=3)
+        logger.warning("enable_xformers: xformers is not installed; using PyTorch SDPA attention")
+    return "sdpa"
+
+
+def _vae_rope_on(value: Any) -> bool:
+    from pager.model.panorama_layers import vae_rope_enabled
+
+    return bool(vae_rope_enabled(value))
+
+
+def _unet_rope_on(pe: str) -> bool:
+    from pager.model.panorama_layers import unet_rope_enabled
+
+    return bool(unet_rope_enabled(pe))
+
+
+class Pager(nn.Module):
+    """VAE + per-modality UNets predicting depth / normals of ERP panoramas in one diffusion step.
+
+    Args:
+        vae: diffusers ``AutoencoderKL`` (frozen here).
+        unets: ``{"depth": UNet2DConditionModel, "normals": ...}`` (one or both).
+        configs: ``{modality: ModalityConfig}`` with the same keys.
+        empty_prompt_embedding: ``[1, L, D]`` text embedding of the empty prompt (a buffer; no text encoder kept).
+        alpha_prod: ``alpha_cumprod[T-1]`` of the zero-terminal-SNR schedule (about 0).
+        num_train_timesteps: ``T``; the UNet is called with ``t = T - 1``.
+        cube_padding: replace every padded conv by a cube-padded one (``pager.geometry.convert_to_cube_padding``).
+        panorama_layers: make GroupNorm / attention panorama-wide and add RoPE per config
+            (``pager.model.panorama_layers.make_panorama_wide``).
+        enable_xformers: xformers attention if installed, else SDPA with a warning.
+    """
+
+    def __init__(
+        self,
+        vae: nn.Module,
+        unets: Mapping[str, nn.Module],
+        configs: Mapping[str, ModalityConfig],
+        empty_prompt_embedding: Tensor,
+        alpha_prod: float = 0.0,
+        num_train_timesteps: int = 1000,
+        cube_padding: bool = True,
+        panorama_layers: bool = True,
+        enable_xformers: bool = False,
+    ) -> None:
+        super().__init__()
+        if set(unets) != set(configs):
+            raise ValueError(f"unets {sorted(unets)} and configs {sorted(configs)} must name the same modalities")
+        if not unets:
+            raise ValueError("Pager needs at least one modality UNet")
+        for modality, cfg in configs.items():
+            if modality != cfg.modality:
+                raise ValueError(f"config for {modality!r} says modality={cfg.modality!r}")
+            in_ch = unets[modality].config.in_channels
+            if in_ch != cfg.unet_in_channels:
+                raise ValueError(f"{modality} UNet has {in_ch} input channels, its config needs {cfg.unet_in_channels}")
+        if empty_prompt_embedding.dim() != 3 or empty_prompt_embedding.shape[0] != 1:
+            raise ValueError(f"empty_prompt_embedding must be [1, L, D], got {tuple(empty_prompt_embedding.shape)}")
+        self.vae = vae
+        self.vae.requires_grad_(False)
+        self.vae.eval()
+        self.unets = nn.ModuleDict(dict(unets))
+        self.configs: Dict[str, ModalityConfig] = dict(configs)
+        self.register_buffer("empty_prompt_embedding", empty_prompt_embedding.detach().clone().float(), persistent=False)
+        self.alpha_prod = float(alpha_prod)
+        self.num_train_timesteps = int(num_train_timesteps)
+        self.latent_scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.cube_padding = bool(cube_padding)
+        self.panorama_layers = bool(panorama_layers)
+        self.attention_backend = resolve_attention_backend(enable_xformers)
+
+        vae_flags = {_vae_rope_on(c.vae_use_RoPE) for c in self.configs.values()} if panorama_layers else {False}
+        if len(vae_flags) > 1:
+            raise ValueError("all modality checkpoints must agree on VAE RoPE (vae_use_RoPE) to share one VAE")
+        self.vae_rope = vae_flags.pop()
+        orders = {c.vae_rope_token_order for c in self.configs.values()}
+        self.vae_rope_token_order = orders.pop() if len(orders) == 1 else "reference_vae"
+
+        if cube_padding:
+            from pager.geometry.cube_padding import convert_to_cube_padding
+
+            convert_to_cube_padding(self.vae)
+            for unet in self.unets.values():
+                convert_to_cube_padding(unet)
+        if panorama_layers:
+            from pager.model.panorama_layers import make_panorama_wide
+
+            make_panorama_wide(self.vae, rope=self.vae_rope, rope_token_order=self.vae_rope_token_order,
+                               attention_backend=self.attention_backend)
+            for modality, unet in self.unets.items():
+                make_panorama_wide(unet, rope=_unet_rope_on(self.configs[modality].positional_encoding),
+                                   rope_token_order="face_row_col", attention_backend=self.attention_backend)
+        self._uv_cache: Dict[Tuple[int, str, torch.dtype], Tensor] = {}
+
+    # ---------------------------------------------------------------------------------------------
+    # properties
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def modalities(self) -> Tuple[str, ...]:
+        """Modalities this model predicts, e.g. ``("depth", "normals")``."""
+        return tuple(self.unets.keys())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+    @property
+    def face_multiple(self) -> int:
+        """Face sizes must be multiples of this (VAE and UNet down-sampling factors)."""
+        unet_factor = max(2 ** (len(u.config.down_block_types) - 1) for u in self.unets.values())
+        return self.vae_scale_factor * unet_factor
+
+    @property
+    def default_face_size(self) -> int:
+        """Face size of the checkpoints' configs (the largest when they differ)."""
+        return max(int(c.face_size) for c in self.configs.values())
+
+    def _check_faces(self, n: int, what: str) -> None:
+        if n % FACES:
+            raise ValueError(f"{what}: batch of {n} faces is not a multiple of 6 (whole panoramas F,R,B,L,U,D expected)")
+
+    def _check_modality(self, modality: str) -> str:
+        modality = "normals" if modality == "normal" else modality
+        if modality not in self.unets:
+            raise ValueError(f"modality {modality!r} not loaded; this model has {list(self.unets)}")
+        return modality
+
+    # ---------------------------------------------------------------------------------------------
+    # network steps (inside the networks: [B*6, C, F, F])
+    # ---------------------------------------------------------------------------------------------
+    def encode_rgb(self, faces: Tensor) -> Tensor:
+        """RGB faces ``[B*6, 3, F, F]`` in [-1, 1] -> scaled latents ``[B*6, 4, F/s, F/s]`` (distribution mode)."""
+        if faces.dim() != 4 or faces.shape[1] != 3:
+            raise ValueError(f"encode_rgb expects [B*6, 3, F, F], got {tuple(faces.shape)}")
+        self._check_faces(faces.shape[0], "encode_rgb")
+        if faces.shape[-1] % self.vae_scale_factor or faces.shape[-2] != faces.shape[-1]:
+            raise ValueError(f"face size {tuple(faces.shape[-2:])} must be square and a multiple of {self.vae_scale_factor}")
+        faces = faces.to(device=self.device, dtype=self.dtype)
+        posterior = self.vae.encode(faces).latent_dist
+        return posterior.mode() * self.latent_scale
+
+    def uv_encoding(self, latent_size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """The ``uv`` positional channels on the latent cube faces: ``[6, 2, h, h]`` (ERP u, v in [-1, 1])."""
+        key = (int(latent_size), str(device), dtype)
+        if key not in self._uv_cache:
+            from pager.geometry.cubemap import uv_positional_encoding
+
+            pe = uv_positional_encoding(int(latent_size))
+            self._uv_cache[key] = pe.to(device=device, dtype=dtype)
+        return self._uv_cache[key]
+
+    def predict_latent(self, modality: str, rgb_latent: Tensor) -> Tensor:
+        """One diffusion step: RGB latents ``[B*6, 4, h, w]`` -> target latent estimate (same shape)."""
+        modality = self._check_modality(modality)
+        self._check_faces(rgb_latent.shape[0], "predict_latent")
+        unet = self.unets[modality]
+        dtype = next(unet.parameters()).dtype
+        rgb_latent = rgb_latent.to(dtype)
+        n = rgb_latent.shape[0]
+        parts = [rgb_latent, torch.zeros_like(rgb_latent)]
+        if self.configs[modality].positional_encoding == "uv":
+            pe = self.uv_encoding(rgb_latent.shape[-1], rgb_latent.device, dtype)
+            parts.append(pe.repeat(n // FACES, 1, 1, 1))
+        x = torch.cat(parts, dim=1)
+        t = torch.full((n,), self.num_train_timesteps - 1, device=x.device, dtype=torch.long)
+        cond = self.empty_prompt_embedding.to(device=x.device, dtype=dtype).expand(n, -1, -1)
+        v = unet(x, t, encoder_hidden_states=cond, return_dict=False)[0]
+        # z = sqrt(a) * z_t - sqrt(1 - a) * v with the zero target latent z_t = 0.
+        return -math.sqrt(max(1.0 - self.alpha_prod, 0.0)) * v
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """Scaled latents ``[B*6, 4, h, w]`` -> decoded faces ``[B*6, 3, F, F]`` (roughly in [-1, 1])."""
+        self._check_faces(latent.shape[0], "decode")
+        latent = latent.to(self.dtype)
+        return self.vae.decode(latent / self.latent_scale, return_dict=False)[0]
+
+    def forward_faces(self, rgb_faces: Tensor, modality: str) -> Tensor:
+        """Differentiable prediction on cube faces: ``[B, 6, 3, F, F]`` in [-1, 1] -> decoded ``[B, 6, 3, F, F]``.
+
+        The VAE encoder runs without gradients when its parameters are frozen; gradients flow through the
+        UNet and the VAE decoder (training in pixel space).
+        """
+        if rgb_faces.dim() != 5 or rgb_faces.shape[1] != FACES or rgb_faces.shape[2] != 3:
+            raise ValueError(f"forward_faces expects [B, 6, 3, F, F], got {tuple(rgb_faces.shape)}")
+        b = rgb_faces.shape[0]
+        flat = rgb_faces.flatten(0, 1)
+        need_grad = torch.is_grad_enabled() and (flat.requires_grad or any(p.requires_grad for p in self.vae.encoder.parameters()))
+        with torch.set_grad_enabled(need_grad):
+            latent = self.encode_rgb(flat)
+        pred = self.decode(self.predict_latent(modality, latent))
+        return pred.unflatten(0, (b, FACES))
+
+    def forward(self, rgb_faces: Tensor, modality: str) -> Tensor:  # noqa: D401 - nn.Module entry point
+        """Same as :meth:`forward_faces`."""
+        return self.forward_faces(rgb_faces, modality)
+
+    # ---------------------------------------------------------------------------------------------
+    # panorama in, geometry out
+    # ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(
+        self,
+        rgb_erp: Tensor,
+        modalities: Optional[Sequence[str]] = None,
+        face_size: Optional[int] = None,
+        output_size: Optional[Tuple[int, int]] = None,
+    ) -> Dict[str, Tensor]:
+        """Predict geometry of ERP panoramas ``[B, 3, H, W]`` in [-1, 1] (any device / dtype).
+
+        Returns float32 tensors on the model's device, at ``output_size`` (default ``(H, W)``):
+
+        - ``"depth"`` ``[B, H, W]``: metres for metric models, else relative (log models: up to a scale),
+          decoded with the checkpoint's ``min_depth``/``max_depth``;
+        - ``"depth_mask"`` ``[B, H, W]`` bool: depth strictly inside the range (not saturated at
+          ``0.99 max_depth`` / ``1.01 min_depth``) and finite; never multiplied into ``"depth"``;
+        - ``"depth_values"`` ``[B, H, W]``: the raw network output in [-1, 1];
+        - ``"normals"`` ``[B, 3, H, W]``: unit vectors in PaGeR's world frame (x forward, y up, z right);
+        - ``"normals_mask"`` ``[B, H, W]`` bool: finite with a non-degenerate length before normalisation.
+        """
+        from pager.geometry.cubemap import cubemap_to_erp, erp_to_cubemap
+        from pager.geometry.depth_encoding import decode_depth
+
+        if rgb_erp.dim() == 3:
+            rgb_erp = rgb_erp.unsqueeze(0)
+        if rgb_erp.dim() != 4 or rgb_erp.shape[1] != 3:
+            raise ValueError(f"predict expects rgb_erp [B, 3, H, W], got {tuple(rgb_erp.shape)}")
+        modalities = list(self.modalities if modalities is None else modalities)
+        modalities = [self._check_modality(m) for m in modalities]
+        face_size = int(face_size or self.default_face_size)
+        if face_size <= 0 or face_size % self.face_multiple:
+            raise ValueError(f"face_size must be a positive multiple of {self.face_multiple}, got {face_size}")
+        b, _, h, w = rgb_erp.shape
+        out_h, out_w = output_size if output_size is not None else (h, w)
+        device = self.device
+        erp = rgb_erp.to(device=device, dtype=torch.float32)
+        faces = erp_to_cubemap(erp, face_size, mode="bilinear")  # [B, 6, 3, F, F]
+        latent = self.encode_rgb(faces.flatten(0, 1).to(self.dtype))
+        out: Dict[str, Tensor] = {}
+        for modality in modalities:
+            cfg = self.configs[modality]
+            decoded = self.decode(self.predict_latent(modality, latent)).float().unflatten(0, (b, FACES))
+            if modality == "depth":
+                cube = decoded.mean(dim=2, keepdim=True)
+                values = cubemap_to_erp(cube, out_h, out_w, mode="bilinear")[:, 0].clamp(-1.0, 1.0)
+                depth = decode_depth(values, cfg.min_depth, cfg.max_depth, log_scale=cfg.log_scale).float()
+                mask = torch.isfinite(depth) & (depth < 0.99 * cfg.max_depth) & (depth > 1.01 * cfg.min_depth)
+                out["depth"] = depth
+                out["depth_values"] = values
+                out["depth_mask"] = mask
+            else:
+                erp_n = cubemap_to_erp(decoded, out_h, out_w, mode="bilinear").clamp(-1.0, 1.0)
+                norm = erp_n.norm(dim=1, keepdim=True)
+                normals = erp_n / norm.clamp_min(1e-6)
+                if cfg.normals_frame == "reference":
+                    normals = normals * normals.new_tensor([1.0, 1.0, -1.0]).view(1, 3, 1, 1)
+                out["normals"] = normals
+                out["normals_mask"] = torch.isfinite(normals).all(dim=1) & (norm[:, 0] > 1e-3)
+        return out
+
+    # ---------------------------------------------------------------------------------------------
+    # construction
+    # ---------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: Union[PathLike, Mapping[str, PathLike], None] = DEFAULT_MODEL_NAME,
+        modality: Optional[str] = None,
+        variant: Optional[str] = None,
+        torch_dtype: Union[str, torch.dtype, None] = torch.float32,
+        device: Union[str, torch.device, None] = None,
+        allow_pickle: bool = False,
+        enable_xformers: bool = False,
+        cube_padding: bool = True,
+        panorama_layers: bool = True,
+        overrides: Optional[Mapping[str, Any]] = None,
+    ) -> "Pager":
+        """Load a model from released-layout checkpoints (local folder or Hugging Face repo id).
+
+        Args:
+            path_or_repo_id: one checkpoint, or ``{"depth": path1, "normals": path2}`` (one VAE shared),
+                or ``"default"`` / None for the embedded default model.
+            modality: check that a single checkpoint is of this modality.
+            variant: ``"EMA"``, ``"original"`` or None (``unet/``, then ``EMA/``, then ``original/``).
+            torch_dtype: float32 / float16 / bfloat16.
+            device: default CUDA, then MPS, then CPU.
+            allow_pickle: also accept ``.bin`` pickle weights (never needed for released checkpoints).
+            overrides: model-loading values a caller (CLI) asked for; they are ignored with a warning,
+                since the checkpoint's YAML decides.
+        """
+        dtype = parse_dtype(torch_dtype)
+        if path_or_repo_id is None or (isinstance(path_or_repo_id, str) and path_or_repo_id == DEFAULT_MODEL_NAME):
+            sources: Dict[str, PathLike] = dict(resolve_default_model())
+            if modality is not None:
+                modality = "normals" if modality == "normal" else modality
+                if modality not in sources:
+                    raise FileNotFoundError(f"the embedded default model has no {modality!r} checkpoint")
+                sources = {modality: sources[modality]}
+        elif isinstance(path_or_repo_id, Mapping):
+            sources = dict(path_or_repo_id)
+        else:
+            sources = {"__single__": path_or_repo_id}
+        loaded = {}
+        for key, src in sources.items():
+            want = modality if key == "__single__" else key
+            ck = load_checkpoint(src, modality=want, variant=variant, allow_pickle=allow_pickle, overrides=overrides)
+            if ck.config.modality in loaded:
+                raise ValueError(f"two checkpoints for modality {ck.config.modality!r}")
+            loaded[ck.config.modality] = ck
+        bases = {}
+        for ck in loaded.values():
+            base = str(ck.config.raw.get("model", {}).get("pretrained_path") or "")
+            if not base:
+                raise ValueError(f"checkpoint {ck.config.source!r}: config.yaml has no model.pretrained_path")
+            bases[ck.config.modality] = (base, ck.folder)
+        distinct = {b for b, _ in bases.values()}
+        if len(distinct) > 1:
+            logger.warning("checkpoints name different base models %s; using the VAE of %r", sorted(distinct), next(iter(bases.values()))[0])
+        base_path, base_folder = next(iter(bases.values()))
+        vae, emb, alpha, T = load_base(base_path, checkpoint_folder=base_folder, allow_pickle=allow_pickle)
+        model = cls(
+            vae=vae,
+            unets={m: ck.unet for m, ck in loaded.items()},
+            configs={m: ck.config for m, ck in loaded.items()},
+            empty_prompt_embedding=emb,
+            alpha_prod=alpha,
+            num_train_timesteps=T,
+            cube_padding=cube_padding,
+            panorama_layers=panorama_layers,
+            enable_xformers=enable_xformers,
+        )
+        model.to(device=torch.device(device) if device is not None else default_device(), dtype=dtype)
+        model.eval()
+        return model
+
+    @classmethod
+    def from_base(
+        cls,
+        pretrained_path: PathLike,
+        modality: str = "depth",
+        positional_encoding: str = "RoPE",
+        vae_use_RoPE: Any = False,
+        metric_depth: bool = False,
+        log_scale: bool = True,
+        min_depth: float = 0.01,
+        max_depth: float = 75.0,
+        normals_frame: str = "pager",
+        face_size: int = 768,
+        unet_checkpoint: Optional[PathLike] = None,
+        allow_pickle: bool = False,
+        enable_xformers: bool = False,
+        cube_padding: bool = True,
+        panorama_layers: bool = True,
+    ) -> "Pager":
+        """A trainable model starting from a base (``<base>/unet``, or ``unet_checkpoint``'s UNet folder).
+
+        For ``positional_encoding="uv"`` the UNet's ``conv_in`` is widened to 10 inputs, new weights zero.
+        Float32 on CPU; move it with ``.to()``.
+        """
+        from pager.model.loading import find_unet_folder, load_unet, resolve_folder
+
+        cfg = ModalityConfig(
+            modality="normals" if modality == "normal" else modality, positional_encoding=positional_encoding,
+            vae_use_RoPE=vae_use_RoPE, metric_depth=metric_depth, log_scale=log_scale, min_depth=min_depth,
+            max_depth=max_depth, normals_frame=normals_frame, face_size=face_size,
+            source=str(unet_checkpoint or pretrained_path),
+            raw={"model": {"pretrained_path": str(pretrained_path)}},
+        )
+        if unet_checkpoint is not None:
+            folder = resolve_folder(unet_checkpoint, "UNet checkpoint", allow_pickle=allow_pickle)
+            unet_folder = find_unet_folder(folder, None) if not (folder / "config.json").is_file() else folder
+        else:
+            base_folder = resolve_folder(pretrained_path, "base model", allow_patterns=["unet/*"], allow_pickle=allow_pickle)
+            unet_folder = base_folder / "unet"
+        unet = load_unet(unet_folder, None, allow_pickle=allow_pickle, what=f"UNet of {unet_folder}")
+        if unet.config.in_channels < cfg.unet_in_channels:
+            widen_conv_in(unet, cfg.unet_in_channels)
+        elif unet.config.in_channels != cfg.unet_in_channels:
+            raise ValueError(f"UNet at {unet_folder} has {unet.config.in_channels} inputs; {positional_encoding} needs {cfg.unet_in_channels}")
+        vae, emb, alpha, T = load_base(str(pretrained_path), allow_pickle=allow_pickle)
+        return cls(vae=vae, unets={cfg.modality: unet}, configs={cfg.modality: cfg}, empty_prompt_embedding=emb,
+                   alpha_prod=alpha, num_train_timesteps=T, cube_padding=cube_padding,
+                   panorama_layers=panorama_layers, enable_xformers=enable_xformers)
+
+
+def iter_modalities(value: Union[str, Iterable[str], None]) -> Tuple[str, ...]:
+    """Normalise a modality argument (``"depth"``, ``["depth", "normals"]``, ``"normal"``) to a tuple."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    out = []
+    for m in value:
+        m = "normals" if m == "normal" else m
+        if m not in ("depth", "normals"):
+            raise ValueError(f"unknown modality {m!r}; expected 'depth' or 'normals'")
+        if m not in out:
+            out.append(m)
+    return tuple(out)
