@@ -37,3 +37,38 @@ Cubemap
     L: (a_c, b_r, -1/2)    U: (-b_r, 1/2, a_c)    D: (b_r, -1/2, a_c)
     (written as world ``(x, y, z)``; the ray is the normalised point).
 """
+
+from pager.geometry.sphere import angles_to_directions, directions_to_angles, erp_angles, erp_directions
+from pager.geometry.cubemap import (
+    FACE_NAMES,
+    cubemap_angles,
+    cubemap_directions,
+    cubemap_to_erp,
+    erp_to_cubemap,
+    uv_positional_encoding,
+)
+from pager.geometry.cube_padding import (
+    CubePadConv2d,
+    convert_to_cube_padding,
+    cube_pad,
+    cube_pad_asymmetric,
+    cube_padding_enabled,
+)
+
+__all__ = [
+    "erp_angles",
+    "erp_directions",
+    "directions_to_angles",
+    "angles_to_directions",
+    "FACE_NAMES",
+    "erp_to_cubemap",
+    "cubemap_to_erp",
+    "cubemap_directions",
+    "cubemap_angles",
+    "uv_positional_encoding",
+    "cube_pad",
+    "cube_pad_asymmetric",
+    "CubePadConv2d",
+    "convert_to_cube_padding",
+    "cube_padding_enabled",
+]

@@ -1,0 +1,303 @@
+"""Cube padding: pad every cube face with the pixels of its neighbouring faces.
+
+A face batch ``[N*6, C, F, F]`` (faces F, R, B, L, U, D of each panorama, consecutive) is padded so
+that every padded pixel holds the neighbour-face pixel that lies next to it when the cube is folded:
+padded row ``-k`` above face f is the k-th row of the neighbour counted from the shared edge, turned
+as the unfolded cube requires. Corner pixels (outside both ranges) are the mean of the two adjacent
+padded values (the one straight above/below the face's corner column and the one straight beside its
+corner row). The whole padding is one interior copy plus one precomputed index gather, with the index
+tensors cached per (face size, sides, channels, device): no Python loop over faces.
+
+The adjacency is derived geometrically from the face frames of :mod:`pager.geometry.cubemap`, reading
+each face as a grid of ``F x F`` cells (which is what "copy the neighbour's border row" means); for
+``pad=1`` it equals pytorch360convert's ``pad_cube_faces`` and the reference's table.
+
+:class:`CubePadConv2d` and :func:`convert_to_cube_padding` turn the padded convolutions of any model
+(diffusers UNet2DConditionModel / AutoencoderKL included) into cube-padded ones that share the same
+Parameters, so ``state_dict()`` keys and values are unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pager.geometry.cubemap import _FACE_FRAMES
+from pager.geometry.sphere import _normalize_device
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["cube_pad", "cube_pad_asymmetric", "CubePadConv2d", "convert_to_cube_padding", "cube_padding_enabled"]
+
+Sides = Tuple[int, int, int, int]  # (left, right, top, bottom), like F.pad's (l, r, t, b)
+
+
+def _source_of(face: int, rows: torch.Tensor, cols: torch.Tensor, fs: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Fold padded positions (exactly one of row/col outside [0, F)) of ``face`` onto the neighbour.
+
+    Returns (source face, source flat pixel index) as long tensors.
+    """
+    frames = _FACE_FRAMES
+    n, r, u = frames[face]
+    a = -0.5 + (cols.double() + 0.5) / fs
+    b = 0.5 - (rows.double() + 0.5) / fs
+    # edge point (clamped into the face) and the overshoot beyond it
+    a_edge, b_edge = a.clamp(-0.5, 0.5), b.clamp(-0.5, 0.5)
+    over = (a - a_edge).abs() + (b - b_edge).abs()
+    pts = 0.5 * n + a_edge[:, None] * r + b_edge[:, None] * u - over[:, None] * n  # [K, 3], on the neighbour
+    normals = frames[:, 0]  # [6, 3]
+    # the neighbour face is the one the overshoot direction points to
+    out_dir = (a - a_edge)[:, None] * r + (b - b_edge)[:, None] * u
+    src_face = (out_dir @ normals.T).argmax(dim=1)
+    rs, us = frames[src_face, 1], frames[src_face, 2]
+    a2 = (pts * rs).sum(1)
+    b2 = (pts * us).sum(1)
+    col2 = torch.round((a2 + 0.5) * fs - 0.5).long()
+    row2 = torch.round((0.5 - b2) * fs - 0.5).long()
+    if bool(((col2 < 0) | (col2 >= fs) | (row2 < 0) | (row2 >= fs)).any()):  # pragma: no cover - geometry bug guard
+        raise RuntimeError("cube padding table: folded position outside the neighbour face")
+    return src_face, row2 * fs + col2
+
+
+@functools.lru_cache(maxsize=64)
+def _pad_table(fs: int, sides: Sides):
+    """Channel-independent table of the padded pixels of one panorama's 6 faces.
+
+    Returns (dst_face, dst_pixel, src_face, src_pixel) for edge pixels and
+    (dst_face, dst_pixel, src_face_a, src_pixel_a, src_face_b, src_pixel_b) for corner pixels, where
+    pixels are flat indices in the padded face (dst) or the unpadded face (src).
+    """
+    left, right, top, bottom = sides
+    hp, wp = fs + top + bottom, fs + left + right
+    rr, cc = torch.meshgrid(torch.arange(hp) - top, torch.arange(wp) - left, indexing="ij")
+    rr, cc = rr.reshape(-1), cc.reshape(-1)
+    row_out = (rr < 0) | (rr >= fs)
+    col_out = (cc < 0) | (cc >= fs)
+    edge = row_out ^ col_out
+    corner = row_out & col_out
+    dst_pix_all = torch.arange(hp * wp)
+    e_lists = [[], [], [], []]
+    c_lists = [[], [], [], [], [], []]
+    for f in range(6):  # table construction only (cached), not the hot path
+        sf, sp = _source_of(f, rr[edge], cc[edge], fs)
+        e_lists[0].append(torch.full_like(sf, f))
+        e_lists[1].append(dst_pix_all[edge])
+        e_lists[2].append(sf)
+        e_lists[3].append(sp)
+        if bool(corner.any()):
+            cr, ccn = rr[corner], cc[corner]
+            # value straight above/below (same row, column clamped into the face) and straight beside
+            sfa, spa = _source_of(f, cr, ccn.clamp(0, fs - 1), fs)
+            sfb, spb = _source_of(f, cr.clamp(0, fs - 1), ccn, fs)
+            c_lists[0].append(torch.full_like(sfa, f))
+            c_lists[1].append(dst_pix_all[corner])
+            c_lists[2].append(sfa)
+            c_lists[3].append(spa)
+            c_lists[4].append(sfb)
+            c_lists[5].append(spb)
+    edges = tuple(torch.cat(x) for x in e_lists)
+    corners = tuple(torch.cat(x) for x in c_lists) if c_lists[0] else None
+    return edges, corners
+
+
+@functools.lru_cache(maxsize=256)
+def _pad_index(fs: int, sides: Sides, channels: int, device: torch.device):
+    """Flat gather/scatter indices over one panorama ``[6*C*F*F] -> [6*C*Hp*Wp]`` for ``channels``."""
+    left, right, top, bottom = sides
+    hp, wp = fs + top + bottom, fs + left + right
+    src_stride_f, dst_stride_f = channels * fs * fs, channels * hp * wp
+    ch = torch.arange(channels).view(channels, 1)
+
+    def flat(face, pix, stride_f, plane):
+        return (face.view(1, -1) * stride_f + ch * plane + pix.view(1, -1)).reshape(-1)
+
+    edges, corners = _pad_table(fs, sides)
+    df, dp, sf, sp = edges
+    e_dst = flat(df, dp, dst_stride_f, hp * wp)
+    e_src = flat(sf, sp, src_stride_f, fs * fs)
+    out = {"e_dst": e_dst.to(device), "e_src": e_src.to(device)}
+    if corners is not None:
+        cf, cp, fa, pa, fb, pb = corners
+        out["c_dst"] = flat(cf, cp, dst_stride_f, hp * wp).to(device)
+        out["c_src_a"] = flat(fa, pa, src_stride_f, fs * fs).to(device)
+        out["c_src_b"] = flat(fb, pb, src_stride_f, fs * fs).to(device)
+    return out
+
+
+def _as_sides(pad: Optional[int], sides: Optional[Sequence[int]]) -> Sides:
+    """``sides`` (left, right, top, bottom) if given, else ``pad`` on all four sides."""
+    if sides is None:
+        if pad is None:
+            raise ValueError("cube_pad needs pad or sides")
+        sides = (pad, pad, pad, pad)
+    sd = tuple(int(s) for s in sides)
+    if len(sd) != 4:
+        raise ValueError(f"sides must be (left, right, top, bottom), got {tuple(sides)!r}")
+    return sd  # type: ignore[return-value]
+
+
+def cube_pad(faces: torch.Tensor, pad: Optional[int] = 1, sides: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Pad every cube face with its neighbours' pixels: ``[N*6, C, F, F] -> [N*6, C, F+t+b, F+l+r]``.
+
+    ``pad`` pads all four sides; ``sides=(left, right, top, bottom)``, when given, overrides it and pads
+    each side separately (e.g. ``(0, 1, 0, 1)`` before a stride-2 convolution with padding 0). Every
+    side must lie in ``[0, F]``.
+    Faces of each panorama are consecutive in the order F, R, B, L, U, D. Differentiable; float dtypes.
+    """
+    if not isinstance(faces, torch.Tensor) or faces.dim() != 4:
+        shape = tuple(faces.shape) if isinstance(faces, torch.Tensor) else type(faces).__name__
+        raise ValueError(f"faces must be a tensor [N*6, C, F, F], got {shape}")
+    n6, c, h, w = faces.shape
+    if n6 % 6 != 0 or h != w:
+        raise ValueError(f"faces must be [N*6, C, F, F] (batch a multiple of 6, square faces), got {tuple(faces.shape)}")
+    sd = _as_sides(pad, sides)
+    if any(s < 0 or s > h for s in sd):
+        raise ValueError(f"cube padding sides must lie in [0, face size {h}], got {sd}")
+    if not faces.dtype.is_floating_point:
+        raise ValueError(f"cube_pad needs a floating point tensor, got {faces.dtype}")
+    left, right, top, bottom = sd
+    if sd == (0, 0, 0, 0):
+        return faces
+    n = n6 // 6
+    hp, wp = h + top + bottom, w + left + right
+    idx = _pad_index(h, sd, c, _normalize_device(faces.device))
+    x = faces.contiguous()
+    out = x.new_empty((n6, c, hp, wp))
+    out[:, :, top : top + h, left : left + w] = x
+    xf = x.view(n, 6 * c * h * w)
+    of = out.view(n, 6 * c * hp * wp)
+    of.index_copy_(1, idx["e_dst"], xf.index_select(1, idx["e_src"]))
+    if "c_dst" in idx:
+        corner = (xf.index_select(1, idx["c_src_a"]) + xf.index_select(1, idx["c_src_b"])) * 0.5
+        of.index_copy_(1, idx["c_dst"], corner)
+    return out
+
+
+def cube_pad_asymmetric(faces: torch.Tensor, sides: Sequence[int]) -> torch.Tensor:
+    """:func:`cube_pad` with per-side amounts ``(left, right, top, bottom)``."""
+    return cube_pad(faces, pad=None, sides=sides)
+
+
+# --------------------------------------------------------------------------------------------------
+# Convolutions
+# --------------------------------------------------------------------------------------------------
+def _conv_sides(conv: nn.Conv2d) -> Sides:
+    """(left, right, top, bottom) padding of a Conv2d, 'same'/'valid' resolved."""
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return (0, 0, 0, 0)
+        # 'same' (stride 1): PyTorch puts the odd extra pixel on the right/bottom
+        th = conv.dilation[0] * (conv.kernel_size[0] - 1)
+        tw = conv.dilation[1] * (conv.kernel_size[1] - 1)
+        return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+    ph, pw = conv.padding
+    return (pw, pw, ph, ph)
+
+
+class CubePadConv2d(nn.Conv2d):
+    """A Conv2d over cube faces ``[N*6, C, F, F]`` that cube-pads its input, then convolves with padding 0.
+
+    Built by :meth:`from_conv`, it shares the ``weight``/``bias`` Parameter objects of the original
+    convolution (no copy), so a parent model's ``state_dict()`` is unchanged.
+
+    ``input_zero_pad=(l, r, t, b)`` declares that the caller already zero-padded the input by that much
+    (diffusers' ``Downsample2D`` with ``padding=0`` pads ``(0, 1, 0, 1)`` before its convolution); that
+    zero border is cropped and replaced by cube padding.
+    """
+
+    cube_sides: Sides
+    input_zero_pad: Optional[Sides]
+
+    @classmethod
+    def from_conv(
+        cls, conv: nn.Conv2d, sides: Optional[Sequence[int]] = None, input_zero_pad: Optional[Sequence[int]] = None
+    ) -> "CubePadConv2d":
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
+        sd = _conv_sides(conv) if sides is None else tuple(int(s) for s in sides)
+        if len(sd) != 4 or any(s < 0 for s in sd):
+            raise ValueError(f"sides must be 4 non-negative ints (left, right, top, bottom), got {sd!r}")
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=0,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            device="meta",  # no allocation / initialisation: the Parameters are replaced below
+        )
+        new.weight = conv.weight
+        if conv.bias is not None:
+            new.bias = conv.bias
+        new.train(conv.training)
+        new.cube_sides = sd  # type: ignore[assignment]
+        new.input_zero_pad = tuple(int(s) for s in input_zero_pad) if input_zero_pad is not None else None  # type: ignore[assignment]
+        new.original_padding = conv.padding
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.input_zero_pad is not None:
+            left, right, top, bottom = self.input_zero_pad
+            x = x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
+        x = cube_pad(x, pad=None, sides=self.cube_sides)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        s = super().extra_repr() + f", cube_sides={self.cube_sides}"
+        if self.input_zero_pad is not None:
+            s += f", input_zero_pad={self.input_zero_pad}"
+        return s
+
+
+def _is_zero_pad_downsample(parent: nn.Module, child: nn.Module) -> bool:
+    """diffusers' Downsample2D(use_conv=True, padding=0): F.pad (0, 1, 0, 1) zeros, then a stride-2 conv."""
+    return (
+        type(parent).__name__ == "Downsample2D"
+        and getattr(parent, "use_conv", False)
+        and getattr(parent, "padding", None) == 0
+        and getattr(parent, "conv", None) is child
+    )
+
+
+def convert_to_cube_padding(module: nn.Module) -> nn.Module:
+    """Swap, in place, every padded ``nn.Conv2d`` of ``module`` for a :class:`CubePadConv2d` sharing its
+    Parameters (``state_dict()`` keys unchanged), plus the zero-padded stride-2 convolution of diffusers'
+    ``Downsample2D(padding=0)`` (one-sided cube padding right/bottom). Unpadded convolutions (1x1) are left
+    alone; already converted ones are skipped (idempotent). Returns ``module`` (or, if ``module`` itself
+    is a padded Conv2d, its replacement).
+    """
+    if isinstance(module, nn.Conv2d) and not isinstance(module, CubePadConv2d):
+        if _conv_sides(module) != (0, 0, 0, 0):
+            return CubePadConv2d.from_conv(module)
+        return module
+    replaced: Dict[int, nn.Module] = {}
+    count = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent._modules.items()):
+            if child is None or isinstance(child, CubePadConv2d) or not isinstance(child, nn.Conv2d):
+                continue
+            new = replaced.get(id(child))
+            if new is None:
+                if _is_zero_pad_downsample(parent, child):
+                    new = CubePadConv2d.from_conv(child, sides=(0, 1, 0, 1), input_zero_pad=(0, 1, 0, 1))
+                elif _conv_sides(child) != (0, 0, 0, 0):
+                    new = CubePadConv2d.from_conv(child)
+                else:
+                    continue
+                replaced[id(child)] = new
+                count += 1
+            setattr(parent, name, new)  # also re-points aliases (Downsample2D's conv / Conv2d_0)
+    logger.debug("convert_to_cube_padding: %d convolutions converted", count)
+    return module
+
+
+def cube_padding_enabled(module: nn.Module) -> bool:
+    """True if ``module`` is or contains a :class:`CubePadConv2d`."""
+    return any(isinstance(m, CubePadConv2d) for m in module.modules())
