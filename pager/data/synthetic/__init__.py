@@ -1,0 +1,30 @@
+"""Procedural 360° scenes with exact geometry: our own small, fast PanoInfinigen.
+
+``render_scene(seed, height, kind, supersample)`` builds a seeded indoor or outdoor scene from
+boxes, cylinders, spheres, a room with a doorway and an alcove or a ground plane with sky, and ray
+casts it analytically for all ERP pixels at once: RGB (procedural textures, Lambert shading), range
+depth in metres, world-frame unit normals and a valid mask, in the conventions of ``pager.geometry``.
+``write_dataset`` stores a set on disk as plain files or in the PanoInfinigen LMDB layout.
+"""
+
+from pager.data.synthetic.render import SyntheticPanorama, render, render_scene
+from pager.data.synthetic.scene import (
+    INDOOR_MAX_DEPTH,
+    OUTDOOR_MAX_DEPTH,
+    Scene,
+    indoor_scene,
+    make_scene,
+    outdoor_scene,
+)
+
+__all__ = [
+    "INDOOR_MAX_DEPTH",
+    "OUTDOOR_MAX_DEPTH",
+    "Scene",
+    "SyntheticPanorama",
+    "indoor_scene",
+    "make_scene",
+    "outdoor_scene",
+    "render",
+    "render_scene",
+]
