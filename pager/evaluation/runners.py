@@ -1,0 +1,840 @@
+"""Evaluation runners: prediction files + a dataset's ground truth in, tables out.
+
+Predictions are the ``.npz`` files written by ``inference.py --generate_eval``:
+``<pred_path>/**/eval/<id>.npz`` with key ``arr_0`` holding depth ``[H, W]`` in metres or normals
+``[3, H, W]`` / ``[H, W, 3]`` in the library's world frame. Each runner pairs them with the ground
+truth of ``pager.data.build_dataset(dataset, data_path, split, scenes)`` by sample id, computes the
+metrics of :mod:`pager.evaluation.metrics` per sample, averages them over the evaluated samples and
+writes, next to the ``eval`` folder (or into ``--output_dir``):
+
+* ``evaluation_metrics_<tag>.txt`` (a readable table) and ``evaluation_metrics_<tag>.json``,
+* ``evaluation_per_sample_<tag>.csv`` (one row per sample of the split, with its status),
+* with ``--save_error_maps``: ``error_maps_<tag>/<id>.png`` every ``--error_maps_saving_frequency``
+  samples (signed depth error on a diverging colormap; angular error for normals),
+
+where ``<tag>`` is the depth alignment type (``metric``, ``scale`` ...) or ``normals``, ``edges``,
+``seams``. A prediction that is missing, unreadable, of the wrong shape or non-finite is reported by
+name (log, table, JSON, CSV) and counted; with ``strict=True`` it raises ``ValueError`` instead.
+
+Command lines (argument names of the original README): :func:`depth_main`, :func:`normals_main`,
+:func:`edges_main`, :func:`seams_main` (each ``(argv=None) -> int``), and :func:`main` taking the
+task as first argument (``depth``/``normals``/``edges``/``seams``) for ``pager evaluate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from pager.evaluation import metrics as M
+from pager.io_utils import atomic_write
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TASKS",
+    "PROBLEM_KINDS",
+    "EvaluationResult",
+    "PredictionProblem",
+    "find_eval_dir",
+    "load_prediction",
+    "evaluate_depth",
+    "evaluate_normals",
+    "evaluate_edges",
+    "evaluate_seams",
+    "write_outputs",
+    "render_error_map",
+    "build_parser",
+    "add_arguments",
+    "run",
+    "add_parser",
+    "run_subcommand",
+    "format_table",
+    "main",
+    "depth_main",
+    "normals_main",
+    "edges_main",
+    "seams_main",
+]
+
+TASKS: Tuple[str, ...] = ("depth", "normals", "edges", "seams")
+#: Kinds of problems a prediction file can have (status values in the per-sample CSV besides ``ok``).
+PROBLEM_KINDS: Tuple[str, ...] = ("missing", "unreadable", "bad_shape", "nonfinite", "empty_mask")
+
+
+class PredictionProblem(ValueError):
+    """A prediction file that cannot be evaluated; ``kind`` is one of :data:`PROBLEM_KINDS`."""
+
+    def __init__(self, kind: str, sample_id: str, path: Path, detail: str) -> None:
+        super().__init__(f"prediction {sample_id} ({path}): {kind}: {detail}")
+        self.kind = kind
+        self.sample_id = sample_id
+        self.path = path
+        self.detail = detail
+
+
+@dataclass
+class EvaluationResult:
+    """Outcome of one runner: averaged metrics, per-sample rows and the problems found."""
+
+    task: str
+    tag: str
+    metrics: Dict[str, float]
+    per_sample: List[Dict[str, Any]]
+    problems: Dict[str, List[str]]
+    n_total: int
+    n_evaluated: int
+    pred_dir: Path
+    settings: Dict[str, Any] = field(default_factory=dict)
+    unmatched: List[str] = field(default_factory=list)
+    outputs: Dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def n_problems(self) -> int:
+        return sum(len(v) for v in self.problems.values())
+
+    def to_json(self) -> Dict[str, Any]:
+        """A JSON-serialisable dictionary (``nan`` becomes ``null``)."""
+
+        def clean(v: Any) -> Any:
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, Path):
+                return str(v)
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            return v
+
+        return clean({
+            "task": self.task,
+            "tag": self.tag,
+            "pred_dir": self.pred_dir,
+            "settings": self.settings,
+            "counts": {
+                "total": self.n_total,
+                "evaluated": self.n_evaluated,
+                **{k: len(self.problems.get(k, [])) for k in PROBLEM_KINDS},
+                "unmatched_predictions": len(self.unmatched),
+            },
+            "problems": {k: list(self.problems.get(k, [])) for k in PROBLEM_KINDS},
+            "unmatched_predictions": self.unmatched,
+            "metrics": self.metrics,
+        })
+
+
+# ------------------------------------------------------------------------------------------------
+# prediction files
+# ------------------------------------------------------------------------------------------------
+def find_eval_dir(pred_path: Path | str, dataset: Optional[str] = None) -> Path:
+    """The folder holding the ``<id>.npz`` predictions under ``pred_path``.
+
+    Looks, in order, at ``pred_path`` itself when it is named ``eval``, ``pred_path/<dataset>/eval``,
+    ``pred_path/eval``, then every folder named ``eval`` below ``pred_path`` (exactly one must hold
+    ``.npz`` files). Raises ``FileNotFoundError`` / ``ValueError`` (ambiguous) naming ``pred_path``.
+    """
+    root = Path(pred_path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--pred_path: folder not found: {root}")
+    if root.name == "eval":
+        return root
+    candidates = ([root / dataset / "eval"] if dataset else []) + [root / "eval"]
+    for c in candidates:
+        if c.is_dir():
+            return c
+    found = sorted(p for p in root.rglob("eval") if p.is_dir() and any(p.glob("*.npz")))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(
+            f"--pred_path: no 'eval' folder with .npz predictions under {root} "
+            "(run inference.py with --generate_eval)"
+        )
+    listing = ", ".join(str(p) for p in found[:6])
+    raise ValueError(f"--pred_path: several 'eval' folders under {root} ({listing}); point --pred_path at one of them")
+
+
+def _squeeze_leading(a: np.ndarray, ndim: int) -> np.ndarray:
+    while a.ndim > ndim and a.shape[0] == 1:
+        a = a[0]
+    return a
+
+
+def load_prediction(path: Path, task: str, sample_id: str,
+                    expected_hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """Read one prediction file; depth -> float32 ``[H, W]``, normals -> float32 ``[3, H, W]``.
+
+    Raises :class:`PredictionProblem` (``missing``, ``unreadable``, ``bad_shape``, ``nonfinite``).
+    Nothing is resized: a size other than ``expected_hw`` is a ``bad_shape`` problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PredictionProblem("missing", sample_id, path, "file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if isinstance(data, np.ndarray):  # a plain .npy renamed .npz
+                arr = np.asarray(data)
+            else:
+                if "arr_0" not in data.files:
+                    raise PredictionProblem("unreadable", sample_id, path, f"no key 'arr_0' (keys: {data.files})")
+                arr = np.asarray(data["arr_0"])
+    except PredictionProblem:
+        raise
+    except Exception as exc:  # corrupt zip, truncated file, pickled object...
+        raise PredictionProblem("unreadable", sample_id, path, f"{type(exc).__name__}: {exc}") from exc
+    if not np.issubdtype(arr.dtype, np.number):
+        raise PredictionProblem("unreadable", sample_id, path, f"non-numeric array of dtype {arr.dtype}")
+    if task == "normals":
+        arr = _squeeze_leading(arr, 3)
+        if arr.ndim == 3 and arr.shape[0] == 3:
+            pass
+        elif arr.ndim == 3 and arr.shape[-1] == 3:
+            arr = np.moveaxis(arr, -1, 0)
+        else:
+            raise PredictionProblem("bad_shape", sample_id, path, f"normals must be [3, H, W] or [H, W, 3], got {arr.shape}")
+        hw = tuple(arr.shape[1:])
+    else:
+        arr = _squeeze_leading(arr, 2)
+        if arr.ndim != 2:
+            raise PredictionProblem("bad_shape", sample_id, path, f"depth must be [H, W], got {arr.shape}")
+        hw = tuple(arr.shape)
+    if expected_hw is not None and hw != tuple(expected_hw):
+        raise PredictionProblem("bad_shape", sample_id, path,
+                                f"size {hw} (H, W) differs from the ground truth {tuple(expected_hw)}")
+    if not np.isfinite(arr).all():
+        bad = int((~np.isfinite(arr)).sum())
+        raise PredictionProblem("nonfinite", sample_id, path, f"{bad} NaN/inf value(s)")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+
+
+# ------------------------------------------------------------------------------------------------
+# datasets
+# ------------------------------------------------------------------------------------------------
+def _open_dataset(dataset: Any, data_path: Optional[Path | str], split: str, scenes: str):
+    """A dataset object: a name goes through ``pager.data.build_dataset``, an object is used as is."""
+    if not isinstance(dataset, str):
+        return dataset
+    if data_path is None:
+        raise ValueError("--data_path is required with --dataset")
+    from pager.data import build_dataset
+
+    return build_dataset(dataset, data_path, split=split, scenes=scenes)
+
+
+def _dataset_ids(ds: Any) -> Optional[List[str]]:
+    """Sample ids without decoding anything, when the dataset lists records (``PanoramaDataset``)."""
+    records = getattr(ds, "records", None)
+    if records is not None:
+        return [str(r.id) for r in records]
+    ids = getattr(ds, "ids", None)
+    return [str(i) for i in ids] if ids is not None else None
+
+
+def _dataset_name(ds: Any, fallback: Optional[str]) -> Optional[str]:
+    return getattr(ds, "NAME", None) or getattr(ds, "name", None) or fallback
+
+
+def _iter_samples(ds: Any, indices: Sequence[int], num_workers: int) -> Iterable[Dict[str, Any]]:
+    """Yield ``ds[i]`` for ``indices`` (optionally decoded by DataLoader workers, order kept)."""
+    if num_workers <= 0:
+        for i in indices:
+            yield ds[i]
+        return
+    from torch.utils.data import DataLoader, Subset
+
+    loader = DataLoader(Subset(ds, list(indices)), batch_size=None, shuffle=False, num_workers=num_workers)
+    yield from loader
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ------------------------------------------------------------------------------------------------
+# error maps
+# ------------------------------------------------------------------------------------------------
+def render_error_map(error: torch.Tensor | np.ndarray, mask: torch.Tensor | np.ndarray | None = None, *,
+                     signed: bool = True, cmap: Optional[str] = None, vmax: Optional[float] = None,
+                     label: str = "") -> bytes:
+    """PNG bytes of an error map ``[H, W]`` with a colour bar strip and its range printed below.
+
+    ``signed=True``: diverging ``seismic`` colormap centred on 0, range ``[-vmax, vmax]`` (default
+    ``vmax`` = largest absolute error over ``mask``): red = prediction too far, blue = too close.
+    ``signed=False``: sequential ``magma`` over ``[0, vmax]``. Pixels outside ``mask`` are grey.
+    """
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
+    e = error.detach().float().cpu().numpy() if isinstance(error, torch.Tensor) else np.asarray(error, np.float32)
+    e = np.squeeze(e)
+    if e.ndim != 2:
+        raise ValueError(f"error map must be [H, W], got {e.shape}")
+    m = np.ones(e.shape, bool) if mask is None else np.squeeze(
+        mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)).astype(bool)
+    vals = np.abs(e[m & np.isfinite(e)])
+    if vmax is None:
+        vmax = float(vals.max()) if vals.size else 1.0
+    vmax = vmax if vmax > 0 else 1.0
+    cm = colormaps[cmap or ("seismic" if signed else "magma")]
+    x = (e / vmax + 1.0) / 2.0 if signed else e / vmax
+    rgb = (cm(np.clip(np.nan_to_num(x), 0.0, 1.0))[..., :3] * 255).astype(np.uint8)
+    rgb[~m] = 128
+    h, w = e.shape
+    bar_h = max(6, h // 32)
+    text_h = 14
+    ramp = np.linspace(0.0, 1.0, w)[None, :].repeat(bar_h, 0)
+    bar = (cm(ramp)[..., :3] * 255).astype(np.uint8)
+    canvas = np.full((h + bar_h + text_h, w, 3), 255, np.uint8)
+    canvas[:h] = rgb
+    canvas[h:h + bar_h] = bar
+    img = Image.fromarray(canvas)
+    lo = -vmax if signed else 0.0
+    caption = f"{lo:.3g}" + (f"  {label}" if label else "")
+    draw = ImageDraw.Draw(img)
+    draw.text((2, h + bar_h + 1), caption, fill=(0, 0, 0))
+    right = f"{vmax:.3g}"
+    draw.text((max(2, w - 7 * len(right) - 2), h + bar_h + 1), right, fill=(0, 0, 0))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------
+# the generic loop
+# ------------------------------------------------------------------------------------------------
+SampleFn = Callable[[int, Dict[str, Any], torch.Tensor], Dict[str, float]]
+
+
+def _run_loop(*, task: str, tag: str, ds: Any, dataset_name: Optional[str], eval_dir: Path,
+              pred_kind: str, per_sample_fn: SampleFn, metric_keys: Sequence[str], strict: bool,
+              num_workers: int, settings: Dict[str, Any], check_shape: bool = True) -> EvaluationResult:
+    """Pair every sample of ``ds`` with ``eval_dir/<id>.npz``, evaluate, collect problems."""
+    from tqdm.auto import tqdm
+
+    problems: Dict[str, List[str]] = {k: [] for k in PROBLEM_KINDS}
+    rows: List[Dict[str, Any]] = []
+    per_metric: Dict[str, List[float]] = {k: [] for k in metric_keys}
+
+    def report(p: PredictionProblem) -> None:
+        if strict:
+            raise ValueError(f"--strict: {p}") from p
+        problems[p.kind].append(p.sample_id)
+        logger.warning("%s", p)
+        rows.append({"id": p.sample_id, "status": p.kind, "detail": p.detail})
+
+    ids = _dataset_ids(ds)
+    if ids is not None:
+        # check the files first: missing predictions never cost a decoded ground-truth sample
+        present = []
+        for i, sid in enumerate(ids):
+            path = eval_dir / f"{sid}.npz"
+            if path.is_file():
+                present.append(i)
+            else:
+                report(PredictionProblem("missing", sid, path, "file not found"))
+        indices = present
+        n_total = len(ids)
+    else:
+        indices = list(range(len(ds)))
+        n_total = len(ds)
+
+    known_ids = set(ids) if ids is not None else set()
+    bar = tqdm(total=len(indices), desc=f"Evaluating {task}" + (f" on {dataset_name}" if dataset_name else ""),
+               unit="sample", dynamic_ncols=True)
+    try:
+        for idx, sample in zip(indices, _iter_samples(ds, indices, num_workers)):
+            sid = str(sample["id"])
+            known_ids.add(sid)
+            path = eval_dir / f"{sid}.npz"
+            try:
+                hw = tuple(sample["depth"].shape[-2:]) if (check_shape and "depth" in sample) else None
+                pred = load_prediction(path, pred_kind, sid, hw)
+                values = per_sample_fn(idx, sample, pred)
+            except PredictionProblem as p:
+                report(p)
+                bar.update(1)
+                continue
+            for k in metric_keys:
+                per_metric[k].append(values.get(k, float("nan")))
+            rows.append({"id": sid, "status": "ok", **values})
+            bar.update(1)
+            first = metric_keys[0]
+            bar.set_postfix({first: f"{float(np.nanmean(per_metric[first])):.4f}"} if per_metric[first] else {})
+    finally:
+        bar.close()
+
+    unmatched = sorted(p.stem for p in eval_dir.glob("*.npz") if p.stem not in known_ids) if ids is not None else []
+    averaged = M.average_over_images({k: v for k, v in per_metric.items()})
+    n_eval = sum(1 for r in rows if r["status"] == "ok")
+    order = {sid: i for i, sid in enumerate(ids)} if ids is not None else {}
+    rows.sort(key=lambda r: order.get(r["id"], len(order)))
+    return EvaluationResult(task=task, tag=tag, metrics=averaged, per_sample=rows, problems=problems,
+                            n_total=n_total, n_evaluated=n_eval, pred_dir=eval_dir,
+                            settings={"dataset": dataset_name, **settings}, unmatched=unmatched)
+
+
+def _to_device(x: torch.Tensor, device: str) -> torch.Tensor:
+    return x.to(device=device, non_blocking=True)
+
+
+def _empty_mask(sid: str, eval_dir: Path) -> PredictionProblem:
+    return PredictionProblem("empty_mask", sid, eval_dir / f"{sid}.npz", "no valid ground-truth pixel")
+
+
+def _item(d: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    return {k: float(v.reshape(-1)[0]) for k, v in d.items()}
+
+
+# ------------------------------------------------------------------------------------------------
+# runners
+# ------------------------------------------------------------------------------------------------
+def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], dataset: Any,
+                   alignment_type: str = "metric", *, split: str = "test", scenes: str = "both",
+                   strict: bool = False, latitude_weighting: bool = False, max_depth: Optional[float] = None,
+                   clip_pred: bool = False, save_error_maps: bool = False, error_maps_saving_frequency: int = 1,
+                   output_dir: Optional[Path | str] = None, device: Optional[str] = None,
+                   num_workers: int = 0, write: bool = True) -> EvaluationResult:
+    """Depth evaluation of ``<pred_path>/**/eval/<id>.npz`` against a dataset split.
+
+    Per sample: the ground truth ``depth [1, H, W]`` (metres) over ``eval_mask`` (the dataset's
+    valid range ``(1.01 min, 0.99 max)`` and its evaluation band of rows; ``max_depth`` further
+    restricts it to ``gt <= max_depth``), the prediction aligned with ``alignment_type``
+    (:data:`metrics.ALIGNMENT_TYPES`) over those pixels, optionally clipped to
+    ``[min_depth, max_depth]`` (``clip_pred``; the reference does not clip), then
+    :func:`metrics.depth_metrics`. ``dataset``: a registry name or a dataset object.
+    """
+    if alignment_type not in M.ALIGNMENT_TYPES:
+        raise ValueError(f"--alignment_type: unknown {alignment_type!r}, expected one of {', '.join(M.ALIGNMENT_TYPES)}")
+    if error_maps_saving_frequency < 1:
+        raise ValueError(f"--error_maps_saving_frequency must be >= 1, got {error_maps_saving_frequency}")
+    device = device or _default_device()
+    ds = _open_dataset(dataset, data_path, split, scenes)
+    name = _dataset_name(ds, dataset if isinstance(dataset, str) else None)
+    eval_dir = find_eval_dir(pred_path, name)
+    out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
+    tag = alignment_type
+    maps_dir = out_dir / f"error_maps_{tag}"
+
+    def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
+        sid = str(sample["id"])
+        gt = _to_device(sample["depth"].float(), device).reshape(1, 1, *sample["depth"].shape[-2:])
+        mask = _to_device(sample.get("eval_mask", sample["mask"]), device).reshape(gt.shape).bool()
+        lo = float(sample.get("min_depth", 0.0))
+        hi = float(sample.get("max_depth", float("inf")))
+        if max_depth is not None:
+            mask = mask & (gt <= max_depth)
+            hi = min(hi, float(max_depth))
+        if not bool(mask.any()):
+            raise _empty_mask(sid, eval_dir)
+        p = _to_device(pred, device).reshape(gt.shape)
+        aligned = M.align_prediction(p, gt, mask, alignment_type)
+        if clip_pred:
+            aligned = aligned.clamp(lo, hi)
+        values = _item(M.depth_metrics(aligned, gt, mask, latitude_weighting=latitude_weighting))
+        values["n_valid"] = int(mask.sum())
+        if save_error_maps and idx % error_maps_saving_frequency == 0:
+            png = render_error_map(aligned - gt, mask, signed=True, label=f"{sid}: pred - gt [m] ({tag})")
+            with atomic_write(maps_dir / f"{sid}.png") as fh:
+                fh.write(png)
+        return values
+
+    settings = {"split": split, "scenes": scenes, "alignment_type": alignment_type,
+                "latitude_weighting": latitude_weighting, "max_depth": max_depth, "clip_pred": clip_pred,
+                "strict": strict}
+    result = _run_loop(task="depth", tag=tag, ds=ds, dataset_name=name, eval_dir=eval_dir, pred_kind="depth",
+                       per_sample_fn=per_sample, metric_keys=M.DEPTH_METRICS, strict=strict,
+                       num_workers=num_workers, settings=settings)
+    if write:
+        write_outputs(result, out_dir)
+    return result
+
+
+def evaluate_normals(pred_path: Path | str, data_path: Optional[Path | str], dataset: Any, *,
+                     split: str = "test", scenes: str = "both", strict: bool = False,
+                     latitude_weighting: bool = False, save_error_maps: bool = False,
+                     error_maps_saving_frequency: int = 1, output_dir: Optional[Path | str] = None,
+                     device: Optional[str] = None, num_workers: int = 0, write: bool = True) -> EvaluationResult:
+    """Surface-normals evaluation (:func:`metrics.normals_metrics`) against the dataset's ``normals``.
+
+    Valid pixels: the sample's ``eval_mask`` where the ground-truth normal is non-zero. Predictions
+    are normalised to unit length; both must be in the library's world frame.
+    """
+    if error_maps_saving_frequency < 1:
+        raise ValueError(f"--error_maps_saving_frequency must be >= 1, got {error_maps_saving_frequency}")
+    device = device or _default_device()
+    ds = _open_dataset(dataset, data_path, split, scenes)
+    name = _dataset_name(ds, dataset if isinstance(dataset, str) else None)
+    eval_dir = find_eval_dir(pred_path, name)
+    out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
+    maps_dir = out_dir / "error_maps_normals"
+
+    def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
+        sid = str(sample["id"])
+        if "normals" not in sample:
+            raise ValueError(f"{name}: sample {sid} has no ground-truth normals; this dataset cannot be used "
+                             "for normals evaluation")
+        gt = _to_device(sample["normals"].float(), device).unsqueeze(0)
+        mask = _to_device(sample.get("eval_mask", sample["mask"]), device).reshape(1, *gt.shape[-2:]).bool()
+        mask = mask & (gt.norm(dim=1) > 0)
+        if not bool(mask.any()):
+            raise _empty_mask(sid, eval_dir)
+        p = _to_device(pred, device).unsqueeze(0)
+        values = _item(M.normals_metrics(p, gt, mask, latitude_weighting=latitude_weighting))
+        values["n_valid"] = int(mask.sum())
+        if save_error_maps and idx % error_maps_saving_frequency == 0:
+            pn = torch.nn.functional.normalize(p, dim=1)
+            gn = torch.nn.functional.normalize(gt, dim=1)
+            ang = torch.rad2deg(torch.atan2(torch.linalg.cross(pn, gn, dim=1).norm(dim=1), (pn * gn).sum(dim=1)))
+            png = render_error_map(ang[0], mask[0], signed=False, vmax=45.0, label=f"{sid}: angular error [deg]")
+            with atomic_write(maps_dir / f"{sid}.png") as fh:
+                fh.write(png)
+        return values
+
+    settings = {"split": split, "scenes": scenes, "latitude_weighting": latitude_weighting, "strict": strict}
+    result = _run_loop(task="normals", tag="normals", ds=ds, dataset_name=name, eval_dir=eval_dir,
+                       pred_kind="normals", per_sample_fn=per_sample, metric_keys=M.NORMALS_METRICS,
+                       strict=strict, num_workers=num_workers, settings=settings)
+    if write:
+        write_outputs(result, out_dir)
+    return result
+
+
+def evaluate_edges(pred_path: Path | str, data_path: Optional[Path | str], dataset: Any, *,
+                   split: str = "test", scenes: str = "both", strict: bool = False,
+                   dbe_max_distance: Optional[float] = None, edge_threshold: float = 0.01,
+                   dilation: int = 3, completeness: str = "reference", output_dir: Optional[Path | str] = None,
+                   device: Optional[str] = None, num_workers: int = 0, write: bool = True) -> EvaluationResult:
+    """Depth-edge evaluation (:func:`metrics.edge_metrics`) of depth predictions.
+
+    ``dbe_max_distance`` (pixels) defaults to the sample's ``max_depth``, as the reference does
+    (it passes the dataset's maximum depth as the distance cap); Koch et al. use 10.
+    """
+    device = device or _default_device()
+    ds = _open_dataset(dataset, data_path, split, scenes)
+    name = _dataset_name(ds, dataset if isinstance(dataset, str) else None)
+    eval_dir = find_eval_dir(pred_path, name)
+    out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
+
+    def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
+        sid = str(sample["id"])
+        gt = _to_device(sample["depth"].float(), device).reshape(1, *sample["depth"].shape[-2:])
+        mask = _to_device(sample.get("eval_mask", sample["mask"]), device).reshape(gt.shape).bool()
+        if not bool(mask.any()):
+            raise _empty_mask(sid, eval_dir)
+        cap = dbe_max_distance if dbe_max_distance is not None else float(sample.get("max_depth", 10.0))
+        values = _item(M.edge_metrics(_to_device(pred, device).reshape(gt.shape), gt, mask, max_distance=cap,
+                                      threshold=edge_threshold, dilation=dilation, completeness=completeness))
+        values["n_valid"] = int(mask.sum())
+        return values
+
+    settings = {"split": split, "scenes": scenes, "dbe_max_distance": dbe_max_distance,
+                "edge_threshold": edge_threshold, "dilation": dilation, "completeness": completeness,
+                "strict": strict}
+    result = _run_loop(task="edges", tag="edges", ds=ds, dataset_name=name, eval_dir=eval_dir, pred_kind="depth",
+                       per_sample_fn=per_sample, metric_keys=M.EDGE_METRICS, strict=strict,
+                       num_workers=num_workers, settings=settings)
+    if write:
+        write_outputs(result, out_dir)
+    return result
+
+
+class _PredictionsOnly:
+    """Stand-in dataset for seam evaluation without ground truth: one id per ``.npz`` file."""
+
+    def __init__(self, eval_dir: Path, ids: Optional[List[str]] = None) -> None:
+        self.ids = sorted(p.stem for p in eval_dir.glob("*.npz")) if ids is None else list(ids)
+        if not self.ids:
+            raise FileNotFoundError(f"no .npz predictions in {eval_dir}")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        return {"id": self.ids[i]}
+
+
+def evaluate_seams(pred_path: Path | str, data_path: Optional[Path | str] = None, dataset: Any = None, *,
+                   split: str = "test", scenes: str = "both", strict: bool = False,
+                   pixel_jump_thresh: float = 0.010, edge_mean_jump_thresh: float = 0.008,
+                   min_broken_pixel_frac: float = 0.05, compensate_interior: bool = True, tolerance: int = 1,
+                   output_dir: Optional[Path | str] = None, device: Optional[str] = None,
+                   write: bool = True) -> EvaluationResult:
+    """Cube-seam evaluation (:func:`metrics.seam_metrics`) of ERP depth predictions.
+
+    Needs no ground truth: without ``dataset`` every ``.npz`` of the eval folder is evaluated; with
+    one, its split's ids say which predictions must exist (missing ones are reported). No mask is
+    applied (as the reference).
+    """
+    device = device or _default_device()
+    name: Optional[str] = None
+    ids: Optional[List[str]] = None
+    if dataset is not None:
+        ds = _open_dataset(dataset, data_path, split, scenes)
+        name = _dataset_name(ds, dataset if isinstance(dataset, str) else None)
+        ids = _dataset_ids(ds)
+        if ids is None:
+            ids = [str(ds[i]["id"]) for i in range(len(ds))]
+    eval_dir = find_eval_dir(pred_path, name)
+    out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
+    stand_in = _PredictionsOnly(eval_dir, ids)
+
+    def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
+        values = _item(M.seam_metrics(_to_device(pred, device), pixel_jump_thresh=pixel_jump_thresh,
+                                      edge_mean_jump_thresh=edge_mean_jump_thresh,
+                                      min_broken_pixel_frac=min_broken_pixel_frac,
+                                      compensate_interior=compensate_interior, tolerance=tolerance))
+        return values
+
+    settings = {"split": split if dataset is not None else None, "scenes": scenes if dataset is not None else None,
+                "pixel_jump_thresh": pixel_jump_thresh, "edge_mean_jump_thresh": edge_mean_jump_thresh,
+                "min_broken_pixel_frac": min_broken_pixel_frac, "compensate_interior": compensate_interior,
+                "tolerance": tolerance, "strict": strict}
+    result = _run_loop(task="seams", tag="seams", ds=stand_in, dataset_name=name, eval_dir=eval_dir,
+                       pred_kind="depth", per_sample_fn=per_sample, metric_keys=M.SEAM_METRICS, strict=strict,
+                       num_workers=0, settings=settings, check_shape=False)
+    if write:
+        write_outputs(result, out_dir)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# outputs
+# ------------------------------------------------------------------------------------------------
+def format_table(result: EvaluationResult) -> str:
+    """The human-readable report of a run (what goes into ``evaluation_metrics_<tag>.txt``)."""
+    s = result.settings
+    lines = [f"PaGeR evaluation: {result.task}" + (f" (alignment: {s['alignment_type']})" if "alignment_type" in s else "")]
+    if s.get("dataset"):
+        lines.append(f"dataset      : {s['dataset']} (split {s.get('split')}, scenes {s.get('scenes')})")
+    lines.append(f"predictions  : {result.pred_dir}")
+    extras = {k: v for k, v in s.items() if k not in ("dataset", "split", "scenes", "alignment_type")}
+    if extras:
+        lines.append("settings     : " + ", ".join(f"{k}={v}" for k, v in extras.items()))
+    counts = ", ".join(f"{len(result.problems[k])} {k}" for k in PROBLEM_KINDS)
+    lines.append(f"samples      : {result.n_total} listed, {result.n_evaluated} evaluated; {counts}")
+    if result.unmatched:
+        lines.append(f"unmatched    : {len(result.unmatched)} prediction file(s) with no sample in the split")
+    lines.append("")
+    width = max(len(k) for k in result.metrics) if result.metrics else 6
+    lines.append(f"{'metric':<{width}}  value")
+    lines.append("-" * (width + 12))
+    for k, v in result.metrics.items():
+        lines.append(f"{k:<{width}}  {v:.4f}")
+    for kind in PROBLEM_KINDS:
+        names = result.problems[kind]
+        if names:
+            lines.append("")
+            lines.append(f"{kind} ({len(names)}): " + ", ".join(names))
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: EvaluationResult, out_dir: Path | str) -> Dict[str, Path]:
+    """Write the txt table, the JSON summary and the per-sample CSV atomically into ``out_dir``."""
+    out_dir = Path(out_dir)
+    stem = f"evaluation_metrics_{result.tag}"
+    txt, js, cs = out_dir / f"{stem}.txt", out_dir / f"{stem}.json", out_dir / f"evaluation_per_sample_{result.tag}.csv"
+    with atomic_write(txt, "w") as fh:
+        fh.write(format_table(result))
+    with atomic_write(js, "w") as fh:
+        json.dump(result.to_json(), fh, indent=2)
+        fh.write("\n")
+    keys: List[str] = ["id", "status"]
+    for row in result.per_sample:
+        for k in row:
+            if k not in keys and k != "detail":
+                keys.append(k)
+    keys.append("detail")
+    with atomic_write(cs, "w") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys, restval="", lineterminator="\n")
+        writer.writeheader()
+        for row in result.per_sample:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    result.outputs = {"txt": txt, "json": js, "csv": cs}
+    logger.info("wrote %s, %s and %s", txt, js, cs)
+    return result.outputs
+
+
+# ------------------------------------------------------------------------------------------------
+# command line
+# ------------------------------------------------------------------------------------------------
+_DESCRIPTIONS = {
+    "depth": "Depth evaluation of panorama predictions (AbsRel, SqRel, RMSE, RMSE-log, log10, SILog, delta1-3).",
+    "normals": "Surface-normals evaluation (mean/median/RMSE angular error, % within 5-30 degrees).",
+    "edges": "Depth-edge evaluation (DBE accuracy/completeness after Koch et al. 2018, edge precision/recall).",
+    "seams": "Cube-seam evaluation of ERP depth predictions (defect density, prevalence, severity).",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, task: str) -> argparse.ArgumentParser:
+    """Register the arguments of ``task`` (names as in the original README) on ``parser``."""
+    if task not in TASKS:
+        raise ValueError(f"unknown evaluation task {task!r}, expected one of {TASKS}")
+    need_gt = task != "seams"
+    parser.add_argument("--pred_path", type=str, required=True,
+                        help="folder with the predictions (its '<dataset>/eval' or '**/eval' holds <id>.npz)")
+    parser.add_argument("--data_path", type=str, required=need_gt,
+                        help="root directory of the datasets" + ("" if need_gt else " (optional for seams)"))
+    parser.add_argument("--dataset", type=str, required=need_gt,
+                        help="dataset name (e.g. Matterport3D360, Stanford2D3DS, Structured3D, Replica360_4K)")
+    parser.add_argument("--split", type=str, default="test", help="dataset split (default: test)")
+    parser.add_argument("--scenes", type=str, default="both", choices=("indoor", "outdoor", "both"),
+                        help="scene types to evaluate (default: both)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail on a missing, unreadable, wrongly shaped or non-finite prediction")
+    parser.add_argument("--output_dir", type=str, default=None,
+                        help="where to write the reports (default: next to the 'eval' folder)")
+    parser.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available)")
+    if task in ("depth", "normals", "edges"):
+        parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers decoding ground truth")
+    if task in ("depth", "normals"):
+        parser.add_argument("--latitude_weighting", action="store_true",
+                            help="weight ERP pixels by cos(latitude) (off: uniform, as the paper)")
+        parser.add_argument("--save_error_maps", action="store_true", help="save per-sample error maps (PNG)")
+        parser.add_argument("--error_maps_saving_frequency", type=int, default=1,
+                            help="save an error map every N samples (default: 1)")
+    if task == "depth":
+        parser.add_argument("--alignment_type", type=str, default="metric", choices=M.ALIGNMENT_TYPES,
+                            help="alignment of the prediction to the ground truth (default: metric = none)")
+        parser.add_argument("--max_depth", type=float, default=None,
+                            help="evaluate only ground truth up to this depth in metres (default: dataset range)")
+        parser.add_argument("--clip_pred", action="store_true",
+                            help="clip the aligned prediction to the dataset's [min_depth, max_depth]")
+    if task == "edges":
+        parser.add_argument("--dbe_max_distance", type=float, default=None,
+                            help="distance cap (pixels) of the DBE metrics (default: dataset max depth, as the "
+                                 "reference; Koch et al. use 10)")
+        parser.add_argument("--edge_threshold", type=float, default=0.01,
+                            help="Sobel magnitude threshold on min-max-normalised depth (default: 0.01)")
+        parser.add_argument("--completeness", type=str, default="reference", choices=("reference", "koch"),
+                            help="DBE completeness formula (default: the reference's symmetric chamfer)")
+    if task == "seams":
+        parser.add_argument("--pixel_jump_thresh", type=float, default=0.010,
+                            help="excess jump (normalised depth) above which a seam pixel pair is broken")
+        parser.add_argument("--edge_mean_jump_thresh", type=float, default=0.008,
+                            help="mean excess jump above which a cube edge counts as broken (severity)")
+        parser.add_argument("--min_broken_pixel_frac", type=float, default=0.05,
+                            help="fraction of broken pairs above which a cube edge counts (prevalence)")
+        parser.add_argument("--no_interior_compensation", action="store_true",
+                            help="use the raw seam jump (the reference's statistic) instead of the excess "
+                                 "over the in-face gradient")
+        parser.add_argument("--seam_tolerance", type=int, default=1,
+                            help="pixels of tolerance on the seam position (default: 1)")
+    return parser
+
+
+def build_parser(task: str) -> argparse.ArgumentParser:
+    """A stand-alone parser of one task (used by the ``evaluation/*.py`` scripts)."""
+    parser = argparse.ArgumentParser(description=_DESCRIPTIONS[task])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return add_arguments(parser, task)
+
+
+def run(args: argparse.Namespace, task: str) -> EvaluationResult:
+    """Run ``task`` with parsed arguments and return its result (files written)."""
+    common = dict(strict=args.strict, output_dir=args.output_dir, device=args.device)
+    if task == "depth":
+        return evaluate_depth(args.pred_path, args.data_path, args.dataset, args.alignment_type, split=args.split,
+                              scenes=args.scenes, latitude_weighting=args.latitude_weighting,
+                              max_depth=args.max_depth, clip_pred=args.clip_pred,
+                              save_error_maps=args.save_error_maps,
+                              error_maps_saving_frequency=args.error_maps_saving_frequency,
+                              num_workers=args.num_workers, **common)
+    if task == "normals":
+        return evaluate_normals(args.pred_path, args.data_path, args.dataset, split=args.split, scenes=args.scenes,
+                                latitude_weighting=args.latitude_weighting, save_error_maps=args.save_error_maps,
+                                error_maps_saving_frequency=args.error_maps_saving_frequency,
+                                num_workers=args.num_workers, **common)
+    if task == "edges":
+        return evaluate_edges(args.pred_path, args.data_path, args.dataset, split=args.split, scenes=args.scenes,
+                              dbe_max_distance=args.dbe_max_distance, edge_threshold=args.edge_threshold,
+                              completeness=args.completeness, num_workers=args.num_workers, **common)
+    if task == "seams":
+        if (args.dataset is None) != (args.data_path is None):
+            raise ValueError("seams: give both --data_path and --dataset, or neither (predictions only)")
+        return evaluate_seams(args.pred_path, args.data_path, args.dataset, split=args.split, scenes=args.scenes,
+                              pixel_jump_thresh=args.pixel_jump_thresh,
+                              edge_mean_jump_thresh=args.edge_mean_jump_thresh,
+                              min_broken_pixel_frac=args.min_broken_pixel_frac,
+                              compensate_interior=not args.no_interior_compensation,
+                              tolerance=args.seam_tolerance, **common)
+    raise ValueError(f"unknown evaluation task {task!r}, expected one of {TASKS}")
+
+
+def _main_for(task: str, argv: Optional[Sequence[str]]) -> int:
+    parser = build_parser(task)
+    args = parser.parse_args(None if argv is None else list(argv))
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                            format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run(args, task)
+    except (ValueError, FileNotFoundError) as exc:
+        sys.stderr.write(f"evaluation {task}: error: {exc}\n")
+        return 2
+    sys.stdout.write(format_table(result))
+    sys.stdout.write(f"saved {result.outputs.get('txt')}, {result.outputs.get('json')}, {result.outputs.get('csv')}\n")
+    return 0
+
+
+def depth_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python evaluation/depth_evaluation.py ...``; returns the exit code."""
+    return _main_for("depth", argv)
+
+
+def normals_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python evaluation/normals_estimation.py ...``; returns the exit code."""
+    return _main_for("normals", argv)
+
+
+def edges_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python evaluation/edge_estimation.py ...``; returns the exit code."""
+    return _main_for("edges", argv)
+
+
+def seams_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python evaluation/seams_evaluation.py ...``; returns the exit code."""
+    return _main_for("seams", argv)
+
+
+def add_parser(subparsers: Any, name: str = "evaluate") -> argparse.ArgumentParser:
+    """Register ``<name> {depth,normals,edges,seams} ...`` on a sub-parser set (``pager`` CLI convention).
+
+    Pair with :func:`run_subcommand`; the chosen task is stored in ``args.eval_task``.
+    """
+    parser = subparsers.add_parser(name, help="evaluate predictions against a dataset (depth, normals, edges, seams)")
+    tasks = parser.add_subparsers(dest="eval_task", metavar="TASK", required=True)
+    for task in TASKS:
+        add_arguments(tasks.add_parser(task, help=_DESCRIPTIONS[task], description=_DESCRIPTIONS[task]), task)
+    return parser
+
+
+def run_subcommand(args: argparse.Namespace) -> int:
+    """Run the task chosen through :func:`add_parser`, print the table; returns the exit code.
+
+    ``ValueError`` / ``FileNotFoundError`` propagate (the ``pager`` dispatcher reports them).
+    """
+    result = run(args, args.eval_task)
+    sys.stdout.write(format_table(result))
+    sys.stdout.write(f"saved {result.outputs.get('txt')}, {result.outputs.get('json')}, {result.outputs.get('csv')}\n")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``pager evaluate {depth,normals,edges,seams} ...``: the task is the first argument."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in TASKS:
+        sys.stderr.write(f"usage: evaluate {{{','.join(TASKS)}}} [options]  (got {argv[:1] or 'nothing'})\n")
+        return 2
+    return _main_for(argv[0], argv[1:])
