@@ -1,0 +1,195 @@
+"""Result files: 16-bit depth PNGs, ``.npz`` archives and 8-bit images, all written atomically.
+
+16-bit depth PNG encoding
+-------------------------
+``value = round(depth_m * scale)`` stored as ``uint16``; ``0`` means *invalid* (masked, NaN or
+non-positive after rounding is avoided: a valid depth never encodes to 0, it is raised to 1).
+The default ``scale = 1000`` stores millimetres (the common convention of depth datasets), which
+covers ``(0, 65.535]`` m in 1 mm steps; use e.g. ``scale = 500`` for outdoor scenes up to 131 m.
+Depths above ``65535 / scale`` are clipped to 65535 with a warning. The scale is also written into
+the PNG as the text chunk ``pager:depth_scale`` so :func:`load_depth_png16` can decode the file
+without being told.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import numpy as np
+import torch
+
+from pager.io_utils import atomic_write
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+DEFAULT_DEPTH_SCALE = 1000.0
+PNG_SCALE_KEY = "pager:depth_scale"
+_PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def _numpy(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.is_floating_point():
+            x = x.to(torch.float32)
+        return x.numpy()
+    return np.asarray(x)
+
+
+def save_depth_png16(
+    path: PathLike,
+    depth_m: ArrayLike,
+    scale: float = DEFAULT_DEPTH_SCALE,
+    mask: Optional[ArrayLike] = None,
+) -> Path:
+    """Write depth ``[H, W]`` (metres; ``[1, H, W]`` accepted) as a 16-bit PNG with ``value = round(depth * scale)``.
+
+    Invalid pixels (``mask == False``, NaN) are written as 0. Negative depths raise ``ValueError``;
+    depths above ``65535 / scale`` (and ``+inf``) are clipped to 65535 and a warning says how many.
+    Returns the path.
+    """
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"save_depth_png16: {path} must end in .png")
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"save_depth_png16: scale must be a positive number, got {scale}")
+    d = _numpy(depth_m).astype(np.float64)
+    if d.ndim == 3 and d.shape[0] == 1:
+        d = d[0]
+    if d.ndim != 2:
+        raise ValueError(f"save_depth_png16: depth for {path} must be [H, W], got shape {d.shape}")
+    valid = ~np.isnan(d)
+    if mask is not None:
+        m = _numpy(mask)
+        if m.ndim == 3 and m.shape[0] == 1:
+            m = m[0]
+        if m.shape != d.shape:
+            raise ValueError(f"save_depth_png16: mask {m.shape} does not match depth {d.shape} for {path}")
+        valid &= m.astype(bool)
+    if (d[valid] < 0).any():
+        raise ValueError(f"save_depth_png16: depth for {path} has negative values (min {d[valid].min():.4g} m)")
+    q = np.rint(np.where(valid, d, 0.0) * scale)
+    over = valid & (q > 65535)
+    if over.any():
+        logger.warning(
+            "save_depth_png16: %d pixel(s) of %s exceed %.4g m (65535 / scale %.4g) and were clipped; "
+            "use a smaller scale to keep them",
+            int(over.sum()), path, 65535.0 / scale, scale,
+        )
+    q = np.clip(q, 0, 65535)
+    q[valid & (q < 1)] = 1  # a valid depth never encodes as the invalid marker 0
+    q[~valid] = 0
+    info = PngInfo()
+    info.add_text(PNG_SCALE_KEY, repr(float(scale)))
+    img = Image.fromarray(q.astype(np.uint16))
+    with atomic_write(path, "wb") as fh:
+        img.save(fh, format="PNG", pnginfo=info)
+    return path
+
+
+def load_depth_png16(path: PathLike, scale: Optional[float] = None) -> np.ndarray:
+    """Read a 16-bit depth PNG into float32 metres ``[H, W]``; the value 0 becomes NaN (invalid).
+
+    ``scale`` defaults to the one stored in the file by :func:`save_depth_png16`, else
+    ``DEFAULT_DEPTH_SCALE`` (1000, millimetres).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"depth PNG not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            stored = img.info.get(PNG_SCALE_KEY)
+            if img.mode not in ("I;16", "I;16B", "I;16L", "I"):
+                raise ValueError(f"{path} is not a 16-bit single-channel PNG (mode {img.mode})")
+            q = np.asarray(img).astype(np.float64)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"cannot decode depth PNG {path}: {exc}") from exc
+    if scale is None:
+        try:
+            scale = float(stored) if stored is not None else DEFAULT_DEPTH_SCALE
+        except ValueError as exc:
+            raise ValueError(f"{path}: unreadable {PNG_SCALE_KEY} text chunk {stored!r}") from exc
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"load_depth_png16: scale must be a positive number, got {scale}")
+    out = (q / scale).astype(np.float32)
+    out[q == 0] = np.nan
+    return out
+
+
+def save_npz(path: PathLike, /, **arrays: ArrayLike) -> Path:
+    """Write named arrays (tensors are moved to CPU) into a compressed ``.npz`` atomically; returns the path.
+
+    The file is written exactly at ``path`` (no ``.npz`` is appended). Object arrays are refused so the
+    file can be read with ``allow_pickle=False``.
+    """
+    path = Path(path)
+    if not arrays:
+        raise ValueError(f"save_npz: nothing to write to {path}")
+    data = {}
+    for key, value in arrays.items():
+        a = _numpy(value)
+        if a.dtype == object:
+            raise ValueError(f"save_npz: array {key!r} for {path} has dtype object")
+        data[key] = a
+    with atomic_write(path, "wb") as fh:
+        np.savez_compressed(fh, **data)
+    return path
+
+
+def load_npz(path: PathLike) -> Dict[str, np.ndarray]:
+    """Read every array of a ``.npz`` file into a dict (no pickles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"cannot read npz file {path}: {exc}") from exc
+
+
+def image_bytes(image: ArrayLike, format: str = "PNG", quality: int = 95) -> bytes:
+    """Encode a uint8 image ``[H, W]``/``[H, W, 3]``/``[H, W, 4]`` into PNG/JPEG/... bytes."""
+    from PIL import Image
+
+    a = _numpy(image)
+    if a.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {a.dtype} (colourise or scale it first)")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+        raise ValueError(f"image must be [H, W], [H, W, 3] or [H, W, 4], got shape {a.shape}")
+    img = Image.fromarray(np.ascontiguousarray(a))
+    if format.upper() == "JPEG" and img.mode == "RGBA":
+        img = img.convert("RGB")
+    buf = io.BytesIO()
+    kwargs = {"quality": quality} if format.upper() in ("JPEG", "WEBP") else {}
+    img.save(buf, format=format, **kwargs)
+    return buf.getvalue()
+
+
+def save_image(path: PathLike, image: ArrayLike, quality: int = 95) -> Path:
+    """Write a uint8 image ``[H, W]``/``[H, W, 3]``/``[H, W, 4]`` atomically; the format follows the suffix."""
+    path = Path(path)
+    fmt = _PIL_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"save_image: unsupported image suffix for {path}; use one of {sorted(_PIL_FORMATS)}")
+    try:
+        data = image_bytes(image, fmt, quality)
+    except ValueError as exc:
+        raise ValueError(f"save_image {path}: {exc}") from exc
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+    return path
