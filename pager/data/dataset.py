@@ -146,17 +146,8 @@ def _to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear") -> to
     try:
         from pager.geometry import erp_to_cubemap  # type: ignore[attr-defined]
     except ImportError:
-        erp_to_cubemap = None
-    if erp_to_cubemap is not None:
-        try:
-            cube = erp_to_cubemap(erp[None].float(), face_size, mode=mode)
-        except TypeError:
-            cube = erp_to_cubemap(erp[None].float(), face_size)
-        return cube[0]
-    from pytorch360convert import e2c  # fallback: the same layout the geometry module reproduces
-
-    cube = e2c(erp.float(), face_w=face_size, cube_format="stack", mode=mode)
-    return cube
+        from pager.geometry.cubemap import erp_to_cubemap
+    return erp_to_cubemap(erp[None].float(), face_size, mode=mode)[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,7 +161,7 @@ def rgb_to_tensor(rgb: np.ndarray, what: str = "rgb") -> torch.Tensor:
     if rgb.ndim != 3 or rgb.shape[2] not in (1, 3, 4):
         raise BadSampleError(f"{what}: expected an image [H, W, 1|3|4], got shape {rgb.shape}")
     if rgb.dtype == np.uint8:
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).float() / 255.0
+        x = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
     elif rgb.dtype == np.uint16:
         x = torch.from_numpy(rgb.astype(np.float32)) / 65535.0
     elif np.issubdtype(rgb.dtype, np.floating):

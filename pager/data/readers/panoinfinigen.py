@@ -18,9 +18,8 @@ Sample id: ``<indoor|outdoor>__<scene_id>__<view:04d>``.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 
@@ -60,7 +59,6 @@ class PanoInfinigen(PanoramaDataset):
     def list_records(self, root: Path, split: str, scenes: str) -> List[SampleRecord]:
         meta_path = root / "meta.json"
         self._meta = read_meta(root) if meta_path.is_file() else {**read_meta(root), "normals_frame": "reference"}
-        self._envs: Dict[Any, Any] = {}
         records: List[SampleRecord] = []
         for scene_type in self._scene_types(scenes):
             split_dir = root / scene_type / split
@@ -84,27 +82,6 @@ class PanoInfinigen(PanoramaDataset):
     def describe_search(self, root: Path, split: str) -> str:
         return " and ".join(f"{root / t / split}/index.npy (or plain files)" for t in self._scene_types(self.scenes))
 
-    def _env(self, shard_dir: Path):
-        import lmdb
-
-        key = (os.getpid(), str(shard_dir))
-        env = self._envs.get(key)
-        if env is None:
-            if not shard_dir.is_dir():
-                raise FileNotFoundError(f"LMDB shard not found: {shard_dir}")
-            try:
-                env = lmdb.open(str(shard_dir), readonly=True, lock=False, readahead=False, meminit=False, max_readers=512)
-            except lmdb.Error as exc:
-                raise ValueError(f"cannot open LMDB shard {shard_dir}: {exc}") from exc
-            self._envs = {k: v for k, v in self._envs.items() if k[0] == os.getpid()}
-            self._envs[key] = env
-        return env
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_envs"] = {}  # LMDB handles do not cross process boundaries
-        return state
-
     def load_record(self, record: SampleRecord) -> RawSample:
         if record.extra.get("layout") == "plain":
             return load_plain(record, self._meta, self.NAME)
@@ -112,13 +89,23 @@ class PanoInfinigen(PanoramaDataset):
 
         shard_dir = Path(record.files["shard"])
         base = record.extra["key"]
+        if not shard_dir.is_dir():
+            raise FileNotFoundError(f"LMDB shard not found: {shard_dir}")
         values = {}
+        # Open, read, close: an environment left open would be inherited by forked DataLoader workers,
+        # and LMDB forbids opening the same environment twice in one process (or sharing it over fork).
         try:
-            with self._env(shard_dir).begin(buffers=False) as txn:
+            env = lmdb.open(str(shard_dir), readonly=True, lock=False, readahead=False, meminit=False, max_readers=1)
+        except lmdb.Error as exc:
+            raise ValueError(f"cannot open LMDB shard {shard_dir}: {exc}") from exc
+        try:
+            with env.begin(buffers=False) as txn:
                 for part in ("rgb", "depth", "normal"):
                     values[part] = txn.get(f"{base}#{part}".encode())
         except lmdb.Error as exc:
             raise ValueError(f"cannot read {base} from LMDB shard {shard_dir}: {exc}") from exc
+        finally:
+            env.close()
         missing = [f"{base}#{p}" for p, v in values.items() if v is None]
         if missing:
             raise KeyError(f"LMDB shard {shard_dir} lacks key(s) {', '.join(missing)}")
