@@ -54,6 +54,16 @@ from pager.geometry.cube_padding import (
     cube_pad_asymmetric,
     cube_padding_enabled,
 )
+from pager.geometry.normals import depth_to_normals, depth_to_points, normals_angle_error
+from pager.geometry.augment import roll_erp, roll_normals, rotate_normals_yaw
+from pager.geometry.alignment import (
+    ALIGNMENT_METHODS,
+    align_depth,
+    align_log_shift,
+    align_median,
+    align_scale,
+    align_scale_shift,
+)
 
 __all__ = [
     "erp_angles",
@@ -71,4 +81,16 @@ __all__ = [
     "CubePadConv2d",
     "convert_to_cube_padding",
     "cube_padding_enabled",
+    "depth_to_points",
+    "depth_to_normals",
+    "normals_angle_error",
+    "roll_erp",
+    "roll_normals",
+    "rotate_normals_yaw",
+    "ALIGNMENT_METHODS",
+    "align_scale",
+    "align_scale_shift",
+    "align_median",
+    "align_log_shift",
+    "align_depth",
 ]
