@@ -13,7 +13,9 @@ Layout under a dataset folder ``<root>``::
 ``depth_invalid`` (the stored value meaning "unknown"; default 0), ``normals_frame``
 (``"pager"`` = our world frame, the default, or ``"reference"`` = x forward, y up, z left, converted by
 negating z). ``_normals.png`` is decoded as ``n = v / vmax * 2 - 1`` (vmax 255 or 65535) and
-normalised; ``_normals.npy`` holds float ``[H, W, 3]`` (or ``[3, H, W]``).
+normalised (16-bit RGB PNGs are decoded with all 16 bits, which Pillow cannot do);
+``_normals.npy`` holds float ``[H, W, 3]`` (or ``[3, H, W]``; float16 as written by ``pager synth``).
+Depth ranges of ``Synthetic`` come from ``min_depth`` / ``max_depth_indoor`` / ``max_depth_outdoor``.
 Sample id: ``<indoor|outdoor>__<scene_id>__<view:04d>``.
 """
 from __future__ import annotations
@@ -96,6 +98,13 @@ def list_plain(root: Path, split: str, scene_types: Sequence[str]) -> List[Sampl
     return records
 
 
+def _is_png_rgb16(path: Path) -> bool:
+    """Whether ``path`` is a PNG with 16-bit RGB pixels (IHDR bit depth 16, colour type 2)."""
+    with open(path, "rb") as fh:
+        head = fh.read(26)
+    return len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] == 2
+
+
 def decode_normals_file(path: Path, frame: str) -> np.ndarray:
     """Read ``_normals.png`` / ``_normals.npy`` -> unit normals ``[H, W, 3]`` in OUR frame."""
     if path.suffix == ".npy":
@@ -106,6 +115,12 @@ def decode_normals_file(path: Path, frame: str) -> np.ndarray:
         if n.ndim == 3 and n.shape[0] == 3 and n.shape[-1] != 3:
             n = np.moveaxis(n, 0, -1)
         n = n.astype(np.float32)
+    elif _is_png_rgb16(path):
+        # Pillow reads 16-bit RGB PNGs as 8 bits; `pager synth` writes them with its own encoder,
+        # whose decoder keeps all 16 bits.
+        from pager.data.synthetic.png import decode_png
+
+        n = decode_png(path).astype(np.float32) / 65535.0 * 2.0 - 1.0
     else:
         img = read_image(path, what="normals image")
         if img.shape[2] < 3:

@@ -2,7 +2,7 @@
 
 See :mod:`pager.data.readers.plain` for the layout under ``<data_path>/Synthetic/``. Depth range
 0.01-15 m when ``scenes="indoor"``, else 0.01-75 m (like PanoInfinigen); ``meta.json`` may override
-them with ``min_depth`` / ``max_depth``. Normals are in OUR world frame unless ``meta.json`` says
+them with ``min_depth`` / ``max_depth_indoor`` / ``max_depth_outdoor`` (written by ``pager synth``). Normals are in OUR world frame unless ``meta.json`` says
 ``"normals_frame": "reference"``.
 """
 from __future__ import annotations
@@ -26,9 +26,12 @@ class Synthetic(PanoramaDataset):
     def depth_range(self) -> Tuple[float, float]:
         meta = read_meta(self.root)  # defaults when the file (or folder) is missing
         lo = float(meta.get("min_depth", self.MIN_DEPTH))
-        hi = float(meta.get("max_depth", self.INDOOR_MAX_DEPTH if self.scenes == "indoor" else self.MAX_DEPTH))
+        if self.scenes == "indoor":
+            hi = float(meta.get("max_depth_indoor", self.INDOOR_MAX_DEPTH))
+        else:
+            hi = float(meta.get("max_depth_outdoor", self.MAX_DEPTH))
         if not 0 < lo < hi:
-            raise ValueError(f"{self.root / 'meta.json'}: need 0 < min_depth < max_depth, got {lo}, {hi}")
+            raise ValueError(f"{self.root / 'meta.json'}: need 0 < min_depth < max depth, got {lo}, {hi}")
         return lo, hi
 
     def list_records(self, root: Path, split: str, scenes: str) -> List[SampleRecord]:
