@@ -1,0 +1,334 @@
+"""``pager pointcloud`` / ``generate_point_cloud.py``: coloured ERP point clouds as GLB or PLY.
+
+Two modes:
+
+* one panorama: ``pager pointcloud IMAGE --out scene.glb [--checkpoint_path CKPT] [--max_points N]``
+  runs the model (:class:`pager.pipeline.PagerPipeline`) and writes one point cloud;
+* saved predictions (as in the original README): ``--depth_path`` (and ``--normals_path``) point at the
+  results of ``inference.py --generate_eval``; every ``eval/<id>.npz`` (``arr_0``: depth ``[H, W]`` in
+  metres; normals ``[3, H, W]`` or ``[H, W, 3]``) becomes ``<out>/<id>.glb``. RGB colours come from the
+  dataset's test split (``--data_path``/``--dataset``) or, without ``--data_path``, from an ``rgb`` array in
+  the npz or a ``<id>.png``/``<id>.jpg`` beside it. Missing predictions are reported by name and make
+  the exit code 1 (the others are still written).
+
+The prediction folder may be given as the results folder (``<path>/<dataset>/eval/`` is used), the
+dataset folder (``<path>/eval/``) or the ``eval`` folder itself.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+RGB_SIDE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Register the point-cloud arguments (shared by ``pager pointcloud`` and ``generate_point_cloud.py``)."""
+    parser.add_argument("image", nargs="?", default=None,
+                        help="one panorama to predict and back-project (omit to convert saved predictions)")
+    parser.add_argument("--out", default=None,
+                        help="output file (with IMAGE; default <image stem>.<format>) or output folder "
+                             "(with --depth_path; default <eval folder>/../<color_modality>_point_clouds)")
+    parser.add_argument("--format", choices=("glb", "ply"), default=None,
+                        help="file format (default: the --out suffix, else glb)")
+    parser.add_argument("--color_modality", choices=("rgb", "normals", "normal"), default="rgb",
+                        help="colour the points by the RGB image or by the predicted normals")
+    parser.add_argument("--max_points", type=int, default=None,
+                        help="subsample uniformly on the sphere to at most this many points (default: keep all)")
+    parser.add_argument("--max_depth", type=float, default=None,
+                        help="drop points farther than this many metres (e.g. sky)")
+    parser.add_argument("--edge_threshold", type=float, default=None,
+                        help="flying-pixel threshold: relative depth change per radian between neighbours "
+                             "(default 10, about 84 deg incidence)")
+    parser.add_argument("--keep_flying_pixels", action="store_true", help="do not remove depth-edge pixels")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
+    # saved predictions
+    parser.add_argument("--depth_path", default=None, help="results folder holding <dataset>/eval/<id>.npz depth predictions")
+    parser.add_argument("--normals_path", "--normal_path", dest="normals_path", default=None,
+                        help="results folder holding the normals predictions (same layout)")
+    parser.add_argument("--data_path", default=None, help="dataset root (RGB colours and ids of the test split)")
+    parser.add_argument("--dataset", default=None, help="dataset name, e.g. PanoInfinigen, Matterport3D360, Synthetic")
+    parser.add_argument("--scenes", default="both", choices=("indoor", "outdoor", "both"), help="scene type of the dataset")
+    parser.add_argument("--use_dataset_mask", action="store_true",
+                        help="also drop pixels outside the dataset's ground-truth valid mask (as the reference did)")
+    # one panorama
+    parser.add_argument("--checkpoint_path", default=None,
+                        help="checkpoint (folder or hub id) for IMAGE; default: the embedded default model")
+    parser.add_argument("--normals_checkpoint_path", default=None,
+                        help="a separate normals checkpoint for IMAGE (needed for --color_modality normals "
+                             "unless --checkpoint_path provides normals)")
+    parser.add_argument("--enable_xformers", action="store_true", help="memory-efficient attention (CUDA)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    parser.add_argument("--face_size", type=int, default=None, help="cube face size (default: the checkpoint's)")
+    parser.add_argument("--output_height", type=int, default=None, help="ERP output height (default: the input's)")
+    return parser
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """``pager pointcloud`` sub-command."""
+    parser = subparsers.add_parser(
+        "pointcloud",
+        help="turn a panorama (or predictions) into a GLB/PLY point cloud",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    return add_arguments(parser)
+
+
+def _cloud_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
+    from pager.export.pointcloud import DEFAULT_EDGE_THRESHOLD
+
+    if args.max_points is not None and args.max_points <= 0:
+        raise ValueError(f"--max_points must be positive, got {args.max_points}")
+    return dict(
+        max_points=args.max_points,
+        remove_flying_pixels=not args.keep_flying_pixels,
+        edge_threshold=args.edge_threshold if args.edge_threshold is not None else DEFAULT_EDGE_THRESHOLD,
+        max_depth=args.max_depth,
+        seed=args.seed,
+    )
+
+
+def _modality(args: argparse.Namespace) -> str:
+    return "normals" if args.color_modality in ("normals", "normal") else "rgb"
+
+
+def find_eval_dir(path: str, dataset: Optional[str], what: str) -> Path:
+    """The folder holding ``<id>.npz`` predictions under ``path`` (``<path>/<dataset>/eval``, ``<path>/eval`` or ``path``)."""
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"{what} folder not found: {root}")
+    candidates = ([root / dataset / "eval"] if dataset else []) + [root / "eval", root]
+    for c in candidates:
+        if c.is_dir() and any(c.glob("*.npz")):
+            return c
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"no .npz predictions for {what} found (looked in {tried}); run inference.py --generate_eval first")
+
+
+def _load_array(path: Path, what: str) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    from pager.export.files import load_npz
+
+    data = load_npz(path)
+    if "arr_0" not in data:
+        raise ValueError(f"{path}: expected the prediction as 'arr_0' ({what}), found keys {sorted(data)}")
+    return data["arr_0"], data
+
+
+def _depth_2d(a: np.ndarray, path: Path) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != 2:
+        raise ValueError(f"{path}: depth 'arr_0' must be [H, W] (or [1, H, W]), got shape {a.shape}")
+    return a
+
+
+def _normals_hw3(a: np.ndarray, hw: Tuple[int, int], path: Path) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    while a.ndim > 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim == 3 and a.shape[0] == 3 and a.shape[1:] == hw:
+        return np.moveaxis(a, 0, -1)
+    if a.ndim == 3 and a.shape[-1] == 3 and a.shape[:2] == hw:
+        return a
+    raise ValueError(f"{path}: normals 'arr_0' must be [3, H, W] or [H, W, 3] with (H, W) = {hw}, got shape {a.shape}")
+
+
+def _resize_rgb(rgb: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    """uint8 [h, w, 3] -> uint8 [H, W, 3] (bilinear)."""
+    if rgb.shape[:2] == hw:
+        return rgb
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((hw[1], hw[0]), Image.BILINEAR))
+
+
+def _side_rgb(eval_dir: Path, sample_id: str, data: Dict[str, np.ndarray]) -> Optional[np.ndarray]:
+    """RGB uint8 [H, W, 3] from an ``rgb`` npz entry or a side image; None if there is none."""
+    from pager.io_utils import image_to_float, read_image
+
+    if "rgb" in data:
+        a = np.asarray(data["rgb"])
+        if a.ndim == 3 and a.shape[0] == 3 and a.shape[-1] != 3:
+            a = np.moveaxis(a, 0, -1)
+        if a.dtype != np.uint8:
+            a = a.astype(np.float32)
+            if a.min() < -1e-3:  # the dataset convention [-1, 1]
+                a = (a + 1.0) / 2.0
+            a = np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)
+        return a
+    for suffix in RGB_SIDE_SUFFIXES:
+        p = eval_dir / f"{sample_id}{suffix}"
+        if p.is_file():
+            return np.rint(image_to_float(read_image(p, what="RGB image")) * 255).astype(np.uint8)
+    return None
+
+
+def _out_path(out_dir: Path, sample_id: str, fmt: str) -> Path:
+    return out_dir / f"{sample_id}.{fmt}"
+
+
+def run_predictions(args: argparse.Namespace) -> int:
+    """Saved-predictions mode; returns 0, or 1 when some predictions/colours were missing."""
+    from tqdm.auto import tqdm
+
+    from pager.export.pointcloud import erp_point_cloud, save_point_cloud
+
+    kwargs = _cloud_kwargs(args)
+    mod = _modality(args)
+    fmt = args.format or "glb"
+    depth_dir = find_eval_dir(args.depth_path, args.dataset, "depth")
+    normals_dir = None
+    if args.normals_path is not None:
+        normals_dir = find_eval_dir(args.normals_path, args.dataset, "normals")
+    elif mod == "normals":
+        raise ValueError("--color_modality normals needs --normals_path (the normals predictions)")
+    out_dir = Path(args.out) if args.out else depth_dir.parent / f"{mod}_point_clouds"
+
+    dataset = None
+    if args.data_path is not None:
+        if not args.dataset:
+            raise ValueError("--data_path needs --dataset (the dataset name)")
+        from pager.data import build_dataset
+
+        dataset = build_dataset(args.dataset, args.data_path, split="test", scenes=args.scenes)
+        ids = [r.id for r in dataset.records]
+        if not ids:
+            raise FileNotFoundError(f"dataset {args.dataset} in {args.data_path} has no test samples")
+    else:
+        ids = sorted(p.stem for p in depth_dir.glob("*.npz"))
+
+    missing: List[str] = []
+    written = 0
+    for index, sample_id in enumerate(tqdm(ids, desc="point clouds", unit="pano")):
+        depth_file = depth_dir / f"{sample_id}.npz"
+        if not depth_file.is_file():
+            missing.append(f"depth prediction {depth_file}")
+            continue
+        depth_raw, depth_data = _load_array(depth_file, "depth")
+        depth = _depth_2d(depth_raw, depth_file)
+        hw = depth.shape
+        mask = None
+        if "mask" in depth_data:
+            mask = np.asarray(depth_data["mask"]).astype(bool).reshape(hw)
+        normals = None
+        if normals_dir is not None:
+            nfile = normals_dir / f"{sample_id}.npz"
+            if not nfile.is_file():
+                missing.append(f"normals prediction {nfile}")
+                continue
+            normals = _normals_hw3(_load_array(nfile, "normals")[0], hw, nfile)
+
+        colors = None
+        if dataset is not None and (mod == "rgb" or args.use_dataset_mask):
+            sample = dataset[index]
+            if sample["id"] != sample_id:
+                raise ValueError(f"dataset returned sample {sample['id']} for {sample_id}")
+            rgb = np.rint((sample["rgb"].permute(1, 2, 0).numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+            colors = _resize_rgb(rgb, hw)
+            if args.use_dataset_mask:
+                dm = sample["mask"][0].numpy()
+                if dm.shape != hw:
+                    import torch
+                    import torch.nn.functional as F
+
+                    dm = F.interpolate(torch.from_numpy(dm)[None, None].float(), size=hw, mode="nearest")[0, 0].numpy() > 0.5
+                mask = dm if mask is None else (mask & dm)
+        elif mod == "rgb":
+            side = _side_rgb(depth_dir, sample_id, depth_data)
+            if side is None:
+                missing.append(f"RGB for {sample_id} (give --data_path/--dataset, or put an 'rgb' array in "
+                               f"{depth_file} or {sample_id}.png/.jpg beside it)")
+                continue
+            colors = _resize_rgb(side, hw)
+        if mod == "normals":
+            colors = None  # coloured by the normals
+
+        cloud = erp_point_cloud(depth, colors, mask=mask, normals=normals, **kwargs)
+        if len(cloud) == 0:
+            missing.append(f"points for {sample_id} (every pixel was invalid or dropped)")
+            continue
+        save_point_cloud(_out_path(out_dir, sample_id, fmt), cloud, fmt)
+        written += 1
+
+    print(f"wrote {written} point cloud(s) to {out_dir}")
+    if missing:
+        logger.error("%d sample(s) could not be converted:\n  %s", len(missing), "\n  ".join(missing))
+        print(f"missing: {len(missing)} (listed above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_image(args: argparse.Namespace) -> int:
+    """One-panorama mode: predict depth (and normals) with the pipeline and write one point cloud."""
+    from pager.export.pointcloud import erp_point_cloud, save_point_cloud
+
+    image = Path(args.image)
+    if not image.is_file():
+        raise FileNotFoundError(f"panorama not found: {image}")
+    kwargs = _cloud_kwargs(args)
+    mod = _modality(args)
+    out = Path(args.out) if args.out else Path(f"{image.stem}.{args.format or 'glb'}")
+    fmt = args.format or (out.suffix.lstrip(".").lower() if out.suffix else "glb")
+    if fmt not in ("glb", "ply"):
+        raise ValueError(f"--out {out}: unsupported format {fmt!r}; use .glb or .ply (or --format)")
+
+    from pager.pipeline import PagerPipeline  # lazy: the model stack is heavy
+
+    source: Any = args.checkpoint_path or "default"
+    if args.normals_checkpoint_path:
+        source = {"depth": source, "normals": args.normals_checkpoint_path}
+    pipe = PagerPipeline.from_pretrained(source, device=args.device, enable_xformers=args.enable_xformers)
+    if "depth" not in pipe.modalities:
+        raise ValueError(f"checkpoint {source!r} predicts {list(pipe.modalities)}; a point cloud needs depth")
+    if mod == "normals" and "normals" not in pipe.modalities:
+        raise ValueError("--color_modality normals needs a normals model: pass --normals_checkpoint_path")
+    mods = ("depth", "normals") if "normals" in pipe.modalities else ("depth",)
+    result = pipe(str(image), modalities=mods, face_size=args.face_size, output_height=args.output_height)
+    depth = result.depth[0]
+    mask = result.depth_mask[0] if result.depth_mask is not None else None
+    normals = result.normals[0] if result.normals is not None else None
+    colors = result.rgb[0] if mod == "rgb" else None
+    cloud = erp_point_cloud(depth, colors, mask=mask, normals=normals, **kwargs)
+    if len(cloud) == 0:
+        raise ValueError(f"{image}: no valid point left (every pixel was masked, too far or a depth edge)")
+    save_point_cloud(out, cloud, fmt)
+    unit = result.metadata[0].get("depth_unit", "m")
+    print(f"wrote {len(cloud)} points to {out} (depth unit: {unit})")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the one-panorama or the saved-predictions mode."""
+    if args.image is not None:
+        if args.depth_path is not None:
+            raise ValueError("give either IMAGE or --depth_path, not both")
+        return run_image(args)
+    if args.depth_path is None:
+        raise ValueError("give a panorama IMAGE, or --depth_path with saved predictions (inference.py --generate_eval)")
+    return run_predictions(args)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Stand-alone entry point (``generate_point_cloud.py``); errors become one line and exit code 2."""
+    parser = add_arguments(argparse.ArgumentParser(
+        prog="generate_point_cloud.py",
+        description="Point clouds (GLB/PLY) from PaGeR predictions or from one panorama.",
+    ))
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
