@@ -122,25 +122,30 @@ def _save_model(model: torch.nn.Module, folder: Path) -> None:
     model.save_pretrained(str(folder), safe_serialization=True)
 
 
-def build_tiny_base(base_dir: PathLike, seed: int = 0, face_size: int = 32) -> Path:
-    """Write a complete tiny base-model folder (vae, unet, scheduler, text encoder, tokenizer).
+def tiny_vae(seed: int = 0, face_size: int = 32):
+    """The tiny random ``AutoencoderKL`` that :func:`build_tiny_base` writes for ``seed``."""
+    from diffusers import AutoencoderKL
 
-    ``face_size`` only sets the configs' nominal ``sample_size``; any multiple of 8 works at run time.
-    """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    torch.manual_seed(seed)
+    return AutoencoderKL(**tiny_vae_config(face_size))
+
+
+def tiny_unet(positional_encoding: str = "RoPE", seed: int = 0, face_size: int = 32):
+    """The tiny random checkpoint UNet that :func:`build_tiny_checkpoint` writes for ``seed``."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel(**tiny_unet_config(10 if positional_encoding == "uv" else 8, face_size // 2))
+    # Extra field of the reference's configs: must load without error.
+    unet.register_to_config(use_RoPE=positional_encoding == "RoPE")
+    return unet
+
+
+def tiny_text_encoder(vocab_size: int, seed: int = 0):
+    """The tiny random ``CLIPTextModel`` of :func:`build_tiny_base`."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    base_dir = Path(base_dir)
-    base_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(**tiny_vae_config(face_size))
-    _save_model(vae, base_dir / "vae")
-    unet = UNet2DConditionModel(**tiny_unet_config(8, face_size // 2))
-    _save_model(unet, base_dir / "unet")
-    (base_dir / "scheduler").mkdir(exist_ok=True)
-    (base_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
-    tok_dir = write_tiny_tokenizer(base_dir / "tokenizer")
-    vocab_size = len(json.loads((tok_dir / "vocab.json").read_text(encoding="utf-8")))
+    torch.manual_seed(seed + 2)
     text_cfg = CLIPTextConfig(
         vocab_size=vocab_size,
         hidden_size=TINY_TEXT_HIDDEN,
@@ -153,8 +158,26 @@ def build_tiny_base(base_dir: PathLike, seed: int = 0, face_size: int = 32) -> P
         eos_token_id=vocab_size - 1,
         pad_token_id=vocab_size - 1,
     )
-    text_encoder = CLIPTextModel(text_cfg)
-    _save_model(text_encoder, base_dir / "text_encoder")
+    return CLIPTextModel(text_cfg)
+
+
+def build_tiny_base(base_dir: PathLike, seed: int = 0, face_size: int = 32) -> Path:
+    """Write a complete tiny base-model folder (vae, unet, scheduler, text encoder, tokenizer).
+
+    ``face_size`` only sets the configs' nominal ``sample_size``; any multiple of 4 works at run time.
+    """
+    from diffusers import UNet2DConditionModel
+
+    base_dir = Path(base_dir)
+    base_dir.mkdir(parents=True, exist_ok=True)
+    _save_model(tiny_vae(seed, face_size), base_dir / "vae")
+    torch.manual_seed(seed + 3)
+    _save_model(UNet2DConditionModel(**tiny_unet_config(8, face_size // 2)), base_dir / "unet")
+    (base_dir / "scheduler").mkdir(exist_ok=True)
+    (base_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
+    tok_dir = write_tiny_tokenizer(base_dir / "tokenizer")
+    vocab_size = len(json.loads((tok_dir / "vocab.json").read_text(encoding="utf-8")))
+    _save_model(tiny_text_encoder(vocab_size, seed), base_dir / "text_encoder")
     (base_dir / "model_index.json").write_text(json.dumps({"_class_name": "PagerTinyBase", "_note": "tiny random base for tests"}))
     return base_dir
 
@@ -206,11 +229,7 @@ def build_tiny_checkpoint(
         build_tiny_base(base_dir, seed=seed, face_size=face_size)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    in_channels = 10 if positional_encoding == "uv" else 8
-    torch.manual_seed(seed + 1)
-    unet = UNet2DConditionModel(**tiny_unet_config(in_channels, face_size // 2))
-    # Extra field of the reference's configs: must load without error.
-    unet.register_to_config(use_RoPE=positional_encoding == "RoPE")
+    unet = tiny_unet(positional_encoding, seed, face_size)
     for variant in variants:
         if variant not in ("unet", "EMA", "original"):
             raise ValueError(f"unknown variant {variant!r}; expected 'unet', 'EMA' or 'original'")
@@ -233,6 +252,7 @@ def build_tiny_checkpoint(
         "vae_use_RoPE": vae_use_RoPE,
         "metric_depth": metric_depth,
         "log_scale": log_scale,
+        "face_size": int(face_size),
     }
     if min_depth is not None:
         model_cfg["min_depth"] = float(min_depth)

@@ -1,0 +1,312 @@
+"""``PagerPipeline``: the public, diffusers-like entry point (images in, ERP geometry out).
+
+Example::
+
+    from pager import PagerPipeline
+    pipe = PagerPipeline.from_pretrained({"depth": "prs-eth/PaGeR-depth", "normals": "prs-eth/PaGeR-normals"})
+    out = pipe(["room.jpg", "street.png"], modalities=("depth", "normals"))
+    out.depth      # [N, H, W] float32, metres (metric models) or relative depth
+    out.normals    # [N, H, W, 3] float32 unit vectors, PaGeR world frame (x forward, y up, z right)
+    out.mask       # [N, H, W] bool, valid pixels (kept separate; never multiplied into the predictions)
+
+Inputs may be file paths (or a folder), PIL images, numpy arrays ``[H, W]``/``[H, W, C]`` (uint8, uint16 or
+float in [0, 1]), torch tensors ``[3, H, W]``/``[B, 3, H, W]`` (float in [0, 1] or uint8), or a list of
+these. Grayscale is repeated to RGB, alpha is dropped. Outputs are at each input's resolution (or
+``output_height x 2*output_height``); an input that is not 2:1 is still read as a full sphere (a warning
+says so), i.e. it is stretched to 2:1 for the model and the outputs are stretched back.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from pager.model.pager_model import Pager, iter_modalities, parse_dtype
+
+logger = logging.getLogger(__name__)
+
+ImageInput = Union[str, os.PathLike, np.ndarray, torch.Tensor, Any]
+
+#: Default of ``PagerPipeline.__call__(modalities=...)``: every loaded modality among these, silently.
+DEFAULT_MODALITIES = ("depth", "normals")
+
+
+@dataclass
+class PagerOutput:
+    """Predictions for ``N`` panoramas, each at its input resolution ``H x W``.
+
+    When all inputs share one size the fields are stacked numpy arrays; otherwise they are lists with one
+    array per image. Fields of modalities that were not requested are ``None``.
+
+    Attributes:
+        depth: ``[N, H, W]`` float32; metres for metric checkpoints, else relative depth (log models: up to a
+            global scale), decoded with the checkpoint's ``min_depth``/``max_depth``.
+        normals: ``[N, H, W, 3]`` float32 unit vectors in PaGeR's world frame (x forward, y up, z right),
+            channels last like images.
+        depth_mask, normals_mask: ``[N, H, W]`` bool validity of each modality (depth: not saturated at
+            the range ends; normals: non-degenerate).
+        mask: ``[N, H, W]`` bool, the AND of the masks of the requested modalities.
+        rgb: ``[N, H, W, 3]`` uint8 input images.
+        metadata: one dict per image: ``source`` (file name or ``"<array i>"``), ``input_size``, ``face_size``,
+            ``depth_unit`` (``"m"`` or ``"relative"``), checkpoint names, depth range.
+    """
+
+    depth: Optional[Union[np.ndarray, List[np.ndarray]]] = None
+    normals: Optional[Union[np.ndarray, List[np.ndarray]]] = None
+    depth_mask: Optional[Union[np.ndarray, List[np.ndarray]]] = None
+    normals_mask: Optional[Union[np.ndarray, List[np.ndarray]]] = None
+    mask: Optional[Union[np.ndarray, List[np.ndarray]]] = None
+    rgb: Optional[Union[np.ndarray, List[np.ndarray]]] = None
+    metadata: List[Dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.metadata)
+
+
+# ------------------------------------------------------------------------------------------------
+# input decoding
+# ------------------------------------------------------------------------------------------------
+
+
+def _expand_inputs(images: Union[ImageInput, Sequence[ImageInput]]) -> List[Tuple[Any, str]]:
+    """Flatten inputs into ``(item, name)`` pairs; folders become their sorted image files."""
+    from pager.io_utils import IMAGE_SUFFIXES
+
+    if isinstance(images, (list, tuple)):
+        items = list(images)
+    else:
+        items = [images]
+    out: List[Tuple[Any, str]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if path.is_dir():
+                files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                if not files:
+                    raise FileNotFoundError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                out.extend((f, str(f)) for f in files)
+            else:
+                out.append((path, str(path)))
+        elif isinstance(item, torch.Tensor) and item.dim() == 4:
+            out.extend((item[b], f"<tensor {i}[{b}]>") for b in range(item.shape[0]))
+        else:
+            out.append((item, f"<{type(item).__name__} {i}>"))
+    if not out:
+        raise ValueError("no images given")
+    return out
+
+
+def _pil_to_array(img: Any) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L"):
+        return np.asarray(img, dtype=np.uint16)
+    if img.mode == "I":
+        arr = np.asarray(img, dtype=np.int64)
+        return arr.astype(np.uint16) if arr.min() >= 0 and arr.max() <= 65535 else arr.astype(np.float32)
+    if img.mode == "F":
+        return np.asarray(img, dtype=np.float32)
+    if img.mode in ("L", "RGB"):
+        return np.asarray(img)
+    return np.asarray(img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB"))
+
+
+def load_rgb(item: Any, name: str) -> np.ndarray:
+    """Decode one input to float32 RGB ``[H, W, 3]`` in [0, 1]; errors name the input."""
+    from pager.io_utils import image_to_float, read_image
+
+    if isinstance(item, (str, os.PathLike)):
+        arr = read_image(item, what="image")
+    elif isinstance(item, torch.Tensor):
+        t = item.detach().cpu()
+        if t.dim() == 2:
+            t = t[None]
+        if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+            raise ValueError(f"{name}: tensor images must be [C, H, W] or [B, C, H, W] with C in 1, 3, 4; got {tuple(item.shape)}")
+        if t.dtype == torch.uint8:
+            arr = t.permute(1, 2, 0).numpy()
+        elif t.is_floating_point():
+            arr = t.float().permute(1, 2, 0).numpy()
+            if arr.size and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
+                raise ValueError(f"{name}: float tensor images must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
+        else:
+            raise ValueError(f"{name}: unsupported tensor dtype {t.dtype} (use float in [0, 1] or uint8)")
+    elif isinstance(item, np.ndarray):
+        arr = item
+        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 2, 3, 4):
+            raise ValueError(f"{name}: numpy images must be channels-last [H, W, C], got {arr.shape}")
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and (np.nanmin(arr) < -1e-3 or np.nanmax(arr) > 1 + 1e-3):
+            raise ValueError(f"{name}: float arrays must lie in [0, 1], got [{np.nanmin(arr):.3g}, {np.nanmax(arr):.3g}]")
+    elif hasattr(item, "mode") and hasattr(item, "getbands"):  # PIL image
+        arr = _pil_to_array(item)
+    else:
+        raise ValueError(f"{name}: unsupported image type {type(item).__name__} (path, PIL image, numpy array or tensor)")
+    try:
+        rgb = image_to_float(np.asarray(arr))
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    if rgb.shape[0] < 2 or rgb.shape[1] < 2:
+        raise ValueError(f"{name}: image of size {rgb.shape[1]}x{rgb.shape[0]} is too small")
+    return np.nan_to_num(rgb, nan=0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# the pipeline
+# ------------------------------------------------------------------------------------------------
+
+
+class PagerPipeline:
+    """Predict depth and/or normals of 360° ERP panoramas with a :class:`~pager.model.Pager` model."""
+
+    def __init__(self, model: Pager) -> None:
+        self.model = model
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: Union[str, os.PathLike, Mapping[str, Union[str, os.PathLike]], None] = "default",
+        modality: Optional[str] = None,
+        variant: Optional[str] = None,
+        torch_dtype: Union[str, torch.dtype, None] = torch.float32,
+        device: Union[str, torch.device, None] = None,
+        allow_pickle: bool = False,
+        enable_xformers: bool = False,
+        **kwargs: Any,
+    ) -> "PagerPipeline":
+        """Load checkpoints (repo id, local folder, ``{"depth": ..., "normals": ...}`` or ``"default"``)."""
+        model = Pager.from_pretrained(
+            path_or_repo_id, modality=modality, variant=variant, torch_dtype=torch_dtype, device=device,
+            allow_pickle=allow_pickle, enable_xformers=enable_xformers, **kwargs,
+        )
+        return cls(model)
+
+    def to(self, device: Union[str, torch.device, None] = None, dtype: Union[str, torch.dtype, None] = None) -> "PagerPipeline":
+        """Move the model (like ``nn.Module.to``); returns ``self``."""
+        kwargs: Dict[str, Any] = {}
+        if device is not None:
+            kwargs["device"] = torch.device(device)
+        if dtype is not None:
+            kwargs["dtype"] = parse_dtype(dtype)
+        self.model.to(**kwargs)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def modalities(self) -> Tuple[str, ...]:
+        return self.model.modalities
+
+    def __call__(
+        self,
+        images: Union[ImageInput, Sequence[ImageInput]],
+        modalities: Union[str, Sequence[str], None] = DEFAULT_MODALITIES,
+        face_size: Optional[int] = None,
+        batch_size: int = 1,
+        output_height: Optional[int] = None,
+        show_progress: bool = True,
+    ) -> PagerOutput:
+        """Run the model on panoramas; see the module docstring for accepted inputs.
+
+        Args:
+            modalities: which predictions to make. By default every loaded one; explicitly requested
+                modalities that the model lacks are skipped with a warning (an error if none is left).
+            face_size: cube face size in pixels (default: the checkpoint's, 768 for released models).
+            batch_size: panoramas per forward pass (each is 6 faces).
+            output_height: output ERP height (width = 2x); default: each input's own resolution.
+            show_progress: tqdm progress bar over the batches.
+        """
+        from tqdm.auto import tqdm
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if output_height is not None and int(output_height) < 1:
+            raise ValueError(f"output_height must be positive, got {output_height}")
+        wanted = iter_modalities(modalities) or self.model.modalities
+        missing = [m for m in wanted if m not in self.model.modalities]
+        if missing and modalities is not DEFAULT_MODALITIES:
+            if len(missing) == len(wanted):
+                raise ValueError(f"this model predicts {list(self.model.modalities)}; requested {list(wanted)}")
+            warnings.warn(f"modalities {missing} are not loaded in this model; skipped", UserWarning, stacklevel=2)
+            logger.warning("modalities %s are not loaded in this model; skipped", missing)
+        mods = [m for m in wanted if m in self.model.modalities]
+        face_size = int(face_size or self.model.default_face_size)
+        entries = _expand_inputs(images)
+        n = len(entries)
+        results: List[Dict[str, np.ndarray]] = [dict() for _ in range(n)]
+        metadata: List[Dict[str, Any]] = [dict() for _ in range(n)]
+        bar = tqdm(total=n, desc="PaGeR", unit="pano", disable=not show_progress)
+        for start in range(0, n, batch_size):
+            chunk = list(range(start, min(n, start + batch_size)))
+            decoded = {}
+            for i in chunk:
+                item, name = entries[i]
+                rgb = load_rgb(item, name)
+                h, w = rgb.shape[:2]
+                if w != 2 * h:
+                    warnings.warn(f"{name}: {w}x{h} is not a 2:1 equirectangular panorama; it is read as a full sphere (stretched)", UserWarning, stacklevel=2)
+                    logger.warning("%s: %dx%d is not 2:1; read as a full sphere (stretched)", name, w, h)
+                decoded[i] = rgb
+            groups: Dict[Tuple[int, int], List[int]] = {}
+            for i in chunk:
+                groups.setdefault(decoded[i].shape[:2], []).append(i)
+            for (h, w), idx in groups.items():
+                batch = torch.from_numpy(np.stack([decoded[i] for i in idx])).permute(0, 3, 1, 2)
+                batch = batch.to(self.model.device) * 2.0 - 1.0
+                out_size = (int(output_height), 2 * int(output_height)) if output_height else (h, w)
+                pred = self.model.predict(batch, modalities=mods, face_size=face_size, output_size=out_size)
+                for k, i in enumerate(idx):
+                    res: Dict[str, np.ndarray] = {}
+                    if "depth" in pred:
+                        res["depth"] = pred["depth"][k].float().cpu().numpy()
+                        res["depth_mask"] = pred["depth_mask"][k].cpu().numpy()
+                    if "normals" in pred:
+                        res["normals"] = pred["normals"][k].float().permute(1, 2, 0).cpu().numpy()
+                        res["normals_mask"] = pred["normals_mask"][k].cpu().numpy()
+                    rgb8 = np.rint(decoded[i] * 255.0).astype(np.uint8)
+                    if rgb8.shape[:2] != out_size:
+                        from PIL import Image
+
+                        rgb8 = np.asarray(Image.fromarray(rgb8).resize((out_size[1], out_size[0]), Image.BILINEAR))
+                    res["rgb"] = rgb8
+                    masks = [res[f"{m}_mask"] for m in mods]
+                    res["mask"] = np.logical_and.reduce(masks) if masks else None
+                    results[i] = res
+                    metadata[i] = self._metadata(entries[i][1], (h, w), out_size, face_size, mods)
+            bar.update(len(chunk))
+        bar.close()
+        return self._collect(results, metadata, mods)
+
+    def _metadata(self, name: str, in_size: Tuple[int, int], out_size: Tuple[int, int], face_size: int, mods: Sequence[str]) -> Dict[str, Any]:
+        meta: Dict[str, Any] = {"source": name, "input_size": tuple(in_size), "output_size": tuple(out_size),
+                                "face_size": face_size, "modalities": list(mods)}
+        for m in mods:
+            cfg = self.model.configs[m]
+            meta[f"{m}_checkpoint"] = cfg.name or cfg.source
+        if "depth" in mods:
+            cfg = self.model.configs["depth"]
+            meta.update(depth_unit="m" if cfg.metric_depth else "relative", metric_depth=cfg.metric_depth,
+                        log_scale=cfg.log_scale, min_depth=cfg.min_depth, max_depth=cfg.max_depth)
+        if "normals" in mods:
+            meta["normals_frame"] = "pager: x forward, y up, z right (right-handed)"
+        return meta
+
+    @staticmethod
+    def _collect(results: List[Dict[str, np.ndarray]], metadata: List[Dict[str, Any]], mods: Sequence[str]) -> PagerOutput:
+        same = len({r["rgb"].shape for r in results}) == 1
+
+        def gather(key: str):
+            if not results or results[0].get(key) is None:
+                return None
+            arrays = [r[key] for r in results]
+            return np.stack(arrays) if same else arrays
+
+        return PagerOutput(
+            depth=gather("depth"), normals=gather("normals"), depth_mask=gather("depth_mask"),
+            normals_mask=gather("normals_mask"), mask=gather("mask"), rgb=gather("rgb"), metadata=metadata,
+        )
