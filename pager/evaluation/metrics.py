@@ -125,46 +125,59 @@ def latitude_weights(height: int, width: int, device: torch.device | str | None 
 
 
 def _pixel_weights(mask: torch.Tensor, latitude_weighting: bool, dtype: torch.dtype) -> torch.Tensor:
-    """Per-pixel weights ``[B, H, W]`` (0 outside the mask), summing to 1 per image with valid pixels."""
+    """Per-pixel weights ``[B, H, W]``: 1 (or ``cos`` latitude) on valid pixels, 0 elsewhere."""
     w = mask.to(dtype)
     if latitude_weighting:
         w = w * latitude_weights(mask.shape[-2], mask.shape[-1], mask.device, dtype)
-    total = w.sum(dim=(-2, -1), keepdim=True)
-    return torch.where(total > 0, w / total.clamp_min(torch.finfo(dtype).tiny), torch.full_like(w, float("nan")))
+    return w
 
 
-def _wsum(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Weighted sum over the pixels of each image; ``nan`` values outside the weights do not leak."""
-    return torch.where(w > 0, w * x, torch.zeros_like(x)).sum(dim=(-2, -1)) + torch.where(
-        torch.isnan(w[..., 0, 0]), torch.full_like(w[..., 0, 0], float("nan")), torch.zeros_like(w[..., 0, 0])
-    )
+def _wmean(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Weighted mean ``sum(w x) / sum(w)`` over the pixels of each image -> ``[B]`` in the accumulation
+    dtype (``nan`` if ``sum(w) = 0``).
+
+    Values where ``w = 0`` never leak (even if they are ``nan``); the sums are accumulated in float64
+    (float32 on MPS, which has no float64), so fractions of all-valid pixels come out exactly 1.
+    """
+    acc = torch.float32 if w.device.type == "mps" else torch.float64
+    wa = w.to(acc)
+    num = torch.where(w > 0, wa * x.to(acc), torch.zeros_like(wa)).sum(dim=(-2, -1))
+    den = wa.sum(dim=(-2, -1))
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(acc).tiny), torch.full_like(den, float("nan")))
 
 
 # --------------------------------------------------------------------------------------------
 # depth
 # --------------------------------------------------------------------------------------------
 def align_prediction(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None,
-                     alignment: str) -> torch.Tensor:
+                     alignment: str, return_coefficients: bool = False
+                     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Align a depth prediction to the ground truth over the valid pixels, per image.
 
     ``pred``, ``gt``: ``[B, 1, H, W]`` / ``[B, H, W]`` / ``[H, W]`` metres; returns the aligned
     prediction in the shape of ``pred``. ``alignment``: ``metric``/``none`` (unchanged),
     ``scale`` (least squares ``s``), ``scale_and_shift`` (least squares ``s, t``), ``median``
     (``s = median(gt) / median(pred)``), ``log_shift`` (``exp(mean(log gt - log pred))`` as scale).
-    Delegates to :func:`pager.geometry.align_depth`.
+    With ``return_coefficients`` also returns ``scale [B]`` and ``shift [B]`` with
+    ``aligned = scale * pred + shift``. Delegates to :func:`pager.geometry.alignment.align_depth`
+    (which raises ``ValueError`` for an empty mask or, for ``log_shift``, non-positive depth).
     """
     if alignment not in ALIGNMENT_TYPES:
         raise ValueError(f"alignment_type: unknown {alignment!r}, expected one of {', '.join(ALIGNMENT_TYPES)}")
-    if alignment in ("metric", "none"):
-        return pred
-    from pager.geometry import align_depth  # geometry owns the alignment maths
-
-    shape = pred.shape
     p = _as_maps(pred, "pred")
+    if alignment in ("metric", "none"):
+        if not return_coefficients:
+            return pred
+        one = torch.ones(p.shape[0], dtype=p.dtype, device=p.device)
+        return pred, one, torch.zeros_like(one)
+    from pager.geometry.alignment import align_depth  # geometry owns the alignment maths
+
     g = _as_maps(gt, "gt")
     m = _as_mask(mask, g)
-    aligned = align_depth(p.unsqueeze(1), g.unsqueeze(1), m.unsqueeze(1), method=alignment)
-    return aligned.reshape(shape)
+    aligned, scale, shift = align_depth(p.unsqueeze(1), g.unsqueeze(1), m.unsqueeze(1), method=alignment,
+                                        return_coefficients=True)
+    aligned = aligned.reshape(pred.shape)
+    return (aligned, scale, shift) if return_coefficients else aligned
 
 
 def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | None = None, *,
@@ -200,16 +213,16 @@ def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | Non
     e = torch.log(p_pos) - torch.log(g_safe)
     ratio = torch.maximum(p_pos / g_safe, g_safe / p_pos)
     out = {
-        "abs_rel": _wsum(w, diff.abs() / g_safe),
-        "sq_rel": _wsum(w, diff.square() / g_safe),
-        "rmse": _wsum(w, diff.square()).sqrt(),
-        "rmse_log": _wsum(w, e.square()).sqrt(),
-        "log10": _wsum(w, (e / math.log(10.0)).abs()),
-        "silog": 100.0 * (_wsum(w, e.square()) - _wsum(w, e).square()).clamp_min(0.0).sqrt(),
+        "abs_rel": _wmean(w, diff.abs() / g_safe),
+        "sq_rel": _wmean(w, diff.square() / g_safe),
+        "rmse": _wmean(w, diff.square()).sqrt(),
+        "rmse_log": _wmean(w, e.square()).sqrt(),
+        "log10": _wmean(w, (e / math.log(10.0)).abs()),
+        "silog": 100.0 * (_wmean(w, e.square()) - _wmean(w, e).square()).clamp_min(0.0).sqrt(),
     }
     for k in (1, 2, 3):
-        out[f"delta{k}"] = _wsum(w, (ratio < 1.25 ** k).to(dt))
-    return out
+        out[f"delta{k}"] = _wmean(w, (ratio < 1.25 ** k).to(dt))
+    return {k: v.to(dt) for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,13 +272,13 @@ def normals_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | N
     ang = torch.where(pn > 0, ang, torch.full_like(ang, 180.0))  # a zero prediction is maximally wrong
     w = _pixel_weights(m, latitude_weighting, dt)
     out = {
-        "mean": _wsum(w, ang),
-        "median": _weighted_lower_median(ang.flatten(1), torch.nan_to_num(w, nan=0.0).flatten(1)),
-        "rmse": _wsum(w, ang.square()).sqrt(),
+        "mean": _wmean(w, ang),
+        "median": _weighted_lower_median(ang.flatten(1), w.flatten(1)),
+        "rmse": _wmean(w, ang.square()).sqrt(),
     }
     for t in NORMALS_THRESHOLDS_DEG:
-        out[f"within_{t:g}"] = 100.0 * _wsum(w, (ang < t).to(dt))
-    return out
+        out[f"within_{t:g}"] = 100.0 * _wmean(w, (ang < t).to(dt))
+    return {k: v.to(dt) for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ __all__ = [
 
 TASKS: Tuple[str, ...] = ("depth", "normals", "edges", "seams")
 #: Kinds of problems a prediction file can have (status values in the per-sample CSV besides ``ok``).
-PROBLEM_KINDS: Tuple[str, ...] = ("missing", "unreadable", "bad_shape", "nonfinite", "empty_mask")
+PROBLEM_KINDS: Tuple[str, ...] = ("missing", "unreadable", "bad_shape", "nonfinite", "empty_mask",
+                                  "alignment_failed")
 
 
 class PredictionProblem(ValueError):
@@ -278,11 +279,13 @@ def render_error_map(error: torch.Tensor | np.ndarray, mask: torch.Tensor | np.n
     from PIL import Image, ImageDraw
 
     e = error.detach().float().cpu().numpy() if isinstance(error, torch.Tensor) else np.asarray(error, np.float32)
-    e = np.squeeze(e)
+    e = _squeeze_leading(e, 2)
     if e.ndim != 2:
         raise ValueError(f"error map must be [H, W], got {e.shape}")
-    m = np.ones(e.shape, bool) if mask is None else np.squeeze(
-        mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)).astype(bool)
+    m = np.ones(e.shape, bool) if mask is None else _squeeze_leading(
+        mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask), 2).astype(bool)
+    if m.shape != e.shape:
+        raise ValueError(f"error map mask must be {e.shape}, got {m.shape}")
     vals = np.abs(e[m & np.isfinite(e)])
     if vmax is None:
         vmax = float(vals.max()) if vals.size else 1.0
@@ -439,11 +442,16 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
         if not bool(mask.any()):
             raise _empty_mask(sid, eval_dir)
         p = _to_device(pred, device).reshape(gt.shape)
-        aligned = M.align_prediction(p, gt, mask, alignment_type)
+        try:
+            aligned, scale, shift = M.align_prediction(p, gt, mask, alignment_type, return_coefficients=True)
+        except ValueError as exc:  # e.g. log_shift of a prediction with non-positive depth
+            raise PredictionProblem("alignment_failed", sid, eval_dir / f"{sid}.npz", str(exc)) from exc
         if clip_pred:
             aligned = aligned.clamp(lo, hi)
         values = _item(M.depth_metrics(aligned, gt, mask, latitude_weighting=latitude_weighting))
         values["n_valid"] = int(mask.sum())
+        values["align_scale"] = float(scale.reshape(-1)[0])
+        values["align_shift"] = float(shift.reshape(-1)[0])
         if save_error_maps and idx % error_maps_saving_frequency == 0:
             png = render_error_map(aligned - gt, mask, signed=True, label=f"{sid}: pred - gt [m] ({tag})")
             with atomic_write(maps_dir / f"{sid}.png") as fh:
