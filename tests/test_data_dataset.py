@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pager.data import build_dataset
-from pager.data.dataset import _rotate_normals_yaw, roll_sample, tiny_subset
+from pager.data.dataset import roll_sample, tiny_subset
 from tests.fixtures_data import (
     box_room,
     make_matterport3d360,
@@ -160,7 +160,7 @@ def test_rotate_normals_matches_rotated_box():
     # pure rotation: a quarter turn maps forward (x) to right (z)
     n = torch.zeros(3, 1, 4)
     n[0] = 1
-    np.testing.assert_allclose(_rotate_normals_yaw(n, 1)[:, 0, 0].numpy(), [0, 0, 1], atol=1e-6)
+    np.testing.assert_allclose(roll_sample({"normals": n}, 1)["normals"][:, 0, 0].numpy(), [0, 0, 1], atol=1e-6)
 
 
 def test_roll_augmentation_keeps_depth_normals_consistent(tmp_path):
@@ -170,13 +170,9 @@ def test_roll_augmentation_keeps_depth_normals_consistent(tmp_path):
     plain = build_dataset("Synthetic", tmp_path, "train")
     torch.manual_seed(3)
     shifts = set()
-    helpers = [_depth_to_normals]
-    try:
-        from pager.geometry import depth_to_normals  # the geometry module's, when it exists
+    from pager.geometry import depth_to_normals
 
-        helpers.append(lambda d: depth_to_normals(d[None])[0])
-    except ImportError:
-        pass
+    helpers = [_depth_to_normals, lambda d: depth_to_normals(d[None])[0]]  # ours (independent) and the library's
     for i in range(len(ds)):
         aug, ref = ds[i], plain[i]
         # find the roll that was applied and check every tensor moved by it

@@ -32,7 +32,6 @@ counted in :attr:`PanoramaDataset.skipped` and the next good sample is returned 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from pager.geometry import erp_to_cubemap, roll_erp, roll_normals
 
 logger = logging.getLogger(__name__)
 
@@ -108,45 +109,24 @@ def band_rows(height: int, fraction: float) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
-# Geometry helpers: prefer pager.geometry's (the shared implementation), fall back to private ones
-# so that the data layer works while the geometry module is being written.
+# Geometry (pager.geometry holds the conventions; nothing is re-derived here)
 # ----------------------------------------------------------------------------------------------
 
-def _roll_erp(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """Roll an ERP tensor ``[..., H, W]`` by ``shift`` columns to the right (content moves right)."""
-    return torch.roll(x, shifts=int(shift), dims=-1)
-
-
-def _rotate_normals_yaw(normals: torch.Tensor, shift: int) -> torch.Tensor:
-    """Rotate normals ``[..., 3, H, W]`` (our frame) to match a roll of ``shift`` columns to the right.
-
-    Rolling right by ``s`` columns adds ``alpha = 2*pi*s/W`` to every longitude; in our frame a longitude
-    increase turns x (forward) towards z (right): ``x' = x cos a - z sin a``, ``z' = x sin a + z cos a``.
-    """
-    width = normals.shape[-1]
-    alpha = 2.0 * math.pi * (int(shift) % width) / width
-    c, s = math.cos(alpha), math.sin(alpha)
-    x, y, z = normals.unbind(dim=-3)
-    return torch.stack((x * c - z * s, y, x * s + z * c), dim=-3)
-
-
 def roll_sample(sample: Dict[str, Any], shift: int) -> Dict[str, Any]:
-    """Roll every ERP tensor of a sample dict by ``shift`` columns and rotate its normals accordingly."""
+    """Roll every ERP tensor ``[C, H, W]`` of a sample dict by ``shift`` columns to the right
+    (``pager.geometry.roll_erp``) and rotate its normals with the scene (``pager.geometry.roll_normals``:
+    about the up axis by ``2*pi*shift/W``)."""
     out = dict(sample)
     for key in ("rgb", "depth", "mask", "eval_mask", "depth_target"):
         if key in out and torch.is_tensor(out[key]):
-            out[key] = _roll_erp(out[key], shift)
+            out[key] = roll_erp(out[key][None], int(shift))[0]
     if "normals" in out and torch.is_tensor(out["normals"]):
-        out["normals"] = _rotate_normals_yaw(_roll_erp(out["normals"], shift), shift)
+        out["normals"] = roll_normals(out["normals"][None], int(shift))[0]
     return out
 
 
 def _to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear") -> torch.Tensor:
     """ERP ``[C, H, W]`` -> cubemap ``[6, C, F, F]`` (faces F, R, B, L, U, D, pytorch360convert layout)."""
-    try:
-        from pager.geometry import erp_to_cubemap  # type: ignore[attr-defined]
-    except ImportError:
-        from pager.geometry.cubemap import erp_to_cubemap
     return erp_to_cubemap(erp[None].float(), face_size, mode=mode)[0]
 
 
