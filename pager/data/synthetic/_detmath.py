@@ -79,5 +79,5 @@ def erp_rays(height: int, width: int) -> np.ndarray:
     rays = np.empty((3, height, width), dtype=np.float64)
     np.multiply(cp[:, None], ct[None, :], out=rays[0])
     rays[1] = sp[:, None]
-    np.multiply(cp[:, None], -st[None, :], out=rays[2])
+    np.multiply(cp[:, None], st[None, :], out=rays[2])
     return rays
