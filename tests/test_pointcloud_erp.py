@@ -79,9 +79,7 @@ def test_frame_is_right_handed_and_front_wall_ahead():
 
 
 def test_front_wall_normal_from_geometry_agrees_with_points():
-    geometry = pytest.importorskip("pager.geometry")
-    if not hasattr(geometry, "depth_to_normals"):
-        pytest.skip("pager.geometry.depth_to_normals not available yet")
+    import pager.geometry as geometry
     h, w = 32, 64
     depth, _ = _box_depth(h, w)
     n = geometry.depth_to_normals(torch.from_numpy(depth).float()[None, None])[0]  # [3, H, W]
@@ -89,6 +87,8 @@ def test_front_wall_normal_from_geometry_agrees_with_points():
     p = pc.points.reshape(h, w, 3)
     nn = pc.normals.reshape(h, w, 3)
     assert p[h // 2, w // 2, 0] > 0
+    ref = geometry.depth_to_points(torch.from_numpy(depth).float()[None, None])[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(p, ref, atol=1e-5)  # same frame as the geometry helper's points
     np.testing.assert_allclose(nn[h // 2, w // 2], [-1, 0, 0], atol=0.05)  # wall ahead faces the camera
     np.testing.assert_allclose(nn[h // 2, 3 * w // 4], [0, 0, -1], atol=0.05)  # wall on the right
     np.testing.assert_allclose(nn[h - 2, w // 2 + 3], [0, 1, 0], atol=0.05)  # floor

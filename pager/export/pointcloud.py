@@ -17,6 +17,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from pager.geometry import erp_directions
 from pager.io_utils import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -53,14 +54,7 @@ def erp_rays(height: int, width: int, device: Union[str, torch.device] = "cpu", 
     ``theta = 2*pi*(j+0.5)/W - pi``, ``phi = pi/2 - pi*(i+0.5)/H``,
     ``ray = (cos(phi) cos(theta), sin(phi), cos(phi) sin(theta))`` (x forward, y up, z right).
     """
-    j = torch.arange(width, device=device, dtype=torch.float64)
-    i = torch.arange(height, device=device, dtype=torch.float64)
-    theta = 2.0 * math.pi * (j + 0.5) / width - math.pi
-    phi = 0.5 * math.pi - math.pi * (i + 0.5) / height
-    cp, sp = torch.cos(phi)[:, None], torch.sin(phi)[:, None]
-    ct, st = torch.cos(theta)[None, :], torch.sin(theta)[None, :]
-    rays = torch.stack([cp * ct, sp.expand(height, width), cp * st], dim=0)
-    return rays.to(dtype)
+    return erp_directions(height, width, device=device, dtype=dtype)
 
 
 def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
