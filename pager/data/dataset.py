@@ -75,7 +75,8 @@ class RawSample:
     """A decoded sample before the shared processing (numpy, native resolution).
 
     rgb: ``[H, W, 3]`` uint8 (or uint16 / float in [0, 1]); depth: ``[H, W]`` float metres (any
-    NaN/inf/negative marks unknown); normals: ``[H, W, 3]`` float in OUR world frame, or None;
+    NaN/inf/negative marks unknown); normals: ``[H, W, 3]`` float vectors in OUR world frame
+    (normalised by the base; 0 = unknown), or None;
     valid: ``[H, W]`` bool extra validity mask from the dataset, or None.
     """
 
@@ -134,16 +135,24 @@ def _to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear") -> to
 # Array conversion and resizing
 # ----------------------------------------------------------------------------------------------
 
+def _as_tensor(array: np.ndarray) -> torch.Tensor:
+    """float32 tensor sharing memory with ``array`` when possible (copies read-only or other dtypes)."""
+    array = np.asarray(array)
+    if array.dtype != np.float32 or not array.flags.writeable:
+        array = np.array(array, dtype=np.float32)
+    return torch.from_numpy(array)
+
+
 def rgb_to_tensor(rgb: np.ndarray, what: str = "rgb") -> torch.Tensor:
     """``[H, W, C]`` uint8/uint16/float[0,1] image -> float32 ``[3, H, W]`` in [-1, 1] (alpha dropped)."""
     if rgb.ndim == 2:
         rgb = rgb[:, :, None]
     if rgb.ndim != 3 or rgb.shape[2] not in (1, 3, 4):
         raise BadSampleError(f"{what}: expected an image [H, W, 1|3|4], got shape {rgb.shape}")
-    if rgb.dtype == np.uint8:
-        x = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
-    elif rgb.dtype == np.uint16:
-        x = torch.from_numpy(rgb.astype(np.float32)) / 65535.0
+    if rgb.dtype in (np.uint8, np.uint16):
+        scale = 255.0 if rgb.dtype == np.uint8 else 65535.0
+        src = np.array(rgb, dtype=np.int32 if rgb.dtype == np.uint16 else np.uint8)  # writable copy
+        x = torch.from_numpy(src).float() / scale
     elif np.issubdtype(rgb.dtype, np.floating):
         x = torch.from_numpy(np.clip(rgb.astype(np.float32), 0.0, 1.0))
     else:
@@ -182,11 +191,11 @@ def resize_normals(n: torch.Tensor, height: int, width: int, eps: float = 1e-6) 
     return torch.where(norm > eps, y / norm.clamp_min(eps), torch.zeros_like(y))
 
 
-def normalize_normals(n: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """``[H, W, 3]`` float -> unit vectors; vectors shorter than ``eps`` become 0 (unknown)."""
-    n = n.astype(np.float32, copy=False)
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    return np.where(norm > eps, n / np.maximum(norm, eps), 0.0).astype(np.float32)
+def unit_normals(n: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``[3, H, W]`` float -> unit vectors; NaN/inf and vectors shorter than ``eps`` become 0 (unknown)."""
+    n = torch.nan_to_num(n.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    norm = torch.linalg.vector_norm(n, dim=0, keepdim=True)
+    return torch.where(norm > eps, n / norm.clamp_min(eps), torch.zeros_like(n))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,7 +397,7 @@ class PanoramaDataset(Dataset):
             raise BadSampleError(
                 f"{self.NAME}: RGB size {tuple(rgb.shape[-2:])} differs from depth size {(h, w)} (H, W) in {where}"
             )
-        depth = torch.from_numpy(depth_np.astype(np.float32, copy=False))[None]
+        depth = _as_tensor(depth_np)[None]
         finite = torch.isfinite(depth) & (depth > 0)
         depth = torch.where(finite, depth, torch.zeros_like(depth))
         mask = finite & (depth > self.MASK_MIN_FACTOR * self.min_depth) & (depth < self.MASK_MAX_FACTOR * self.max_depth)
@@ -399,13 +408,12 @@ class PanoramaDataset(Dataset):
             mask &= torch.from_numpy(valid.astype(bool))[None]
         normals = None
         if raw.normals is not None:
-            n = np.asarray(raw.normals, dtype=np.float32)
+            n = np.asarray(raw.normals)
             if n.ndim == 3 and n.shape[0] == 3 and n.shape[-1] != 3:
                 n = np.moveaxis(n, 0, -1)
             if n.shape != (h, w, 3):
                 raise BadSampleError(f"{self.NAME}: normals shape {n.shape} differs from depth size {(h, w)} in {where}")
-            n = np.nan_to_num(n, nan=0.0, posinf=0.0, neginf=0.0)
-            normals = torch.from_numpy(normalize_normals(n)).permute(2, 0, 1).contiguous()
+            normals = unit_normals(_as_tensor(n).permute(2, 0, 1)).contiguous()
 
         out_h = self.height if self.height is not None else h
         out_w = 2 * out_h

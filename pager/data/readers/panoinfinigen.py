@@ -23,7 +23,7 @@ from typing import List, Tuple
 
 import numpy as np
 
-from pager.data.dataset import PanoramaDataset, RawSample, SampleRecord, normalize_normals, safe_id
+from pager.data.dataset import PanoramaDataset, RawSample, SampleRecord, safe_id
 from pager.data.readers._io import read_npy_bytes, read_rgb
 from pager.data.readers.plain import has_plain_layout, list_plain, load_plain, read_meta
 
@@ -118,7 +118,6 @@ class PanoInfinigen(PanoramaDataset):
             normals = np.moveaxis(normals, 0, -1)
         if normals.ndim != 3 or normals.shape[-1] != 3:
             raise ValueError(f"{shard_dir}:{base}#normal: expected [H, W, 3] normals, got shape {normals.shape}")
-        normals = normalize_normals(np.nan_to_num(normals))
         if self._meta["normals_frame"] == "reference":
             normals[:, :, 2] *= -1.0
         return RawSample(rgb=rgb, depth=depth, normals=normals)

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from pager.data.dataset import RawSample, SampleRecord, normalize_normals, safe_id
+from pager.data.dataset import RawSample, SampleRecord, safe_id
 from pager.data.readers._io import read_image, read_list, read_png16, read_rgb
 
 _VIEW_RE = re.compile(r"^(\d+)_rgb\.png$")
@@ -106,7 +106,7 @@ def _is_png_rgb16(path: Path) -> bool:
 
 
 def decode_normals_file(path: Path, frame: str) -> np.ndarray:
-    """Read ``_normals.png`` / ``_normals.npy`` -> unit normals ``[H, W, 3]`` in OUR frame."""
+    """Read ``_normals.png`` / ``_normals.npy`` -> normals ``[H, W, 3]`` in OUR frame (normalised by the base)."""
     if path.suffix == ".npy":
         try:
             n = np.load(path, allow_pickle=False)
@@ -129,7 +129,6 @@ def decode_normals_file(path: Path, frame: str) -> np.ndarray:
         n = img[:, :, :3].astype(np.float32) / vmax * 2.0 - 1.0
     if n.ndim != 3 or n.shape[2] != 3:
         raise ValueError(f"normals {path}: expected [H, W, 3], got shape {n.shape}")
-    n = normalize_normals(n)
     if frame == "reference":
         n[:, :, 2] *= -1.0
     return n

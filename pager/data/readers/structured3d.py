@@ -24,7 +24,7 @@ from typing import List
 
 import numpy as np
 
-from pager.data.dataset import PanoramaDataset, RawSample, SampleRecord, normalize_normals, safe_id
+from pager.data.dataset import PanoramaDataset, RawSample, SampleRecord, safe_id
 from pager.data.readers._io import read_png16, read_rgb
 
 SPLIT_SCENES = {"train": range(0, 3000), "val": range(3000, 3250), "test": range(3250, 3500)}
@@ -32,9 +32,8 @@ _SCENE_RE = re.compile(r"^scene_(\d+)$")
 
 
 def decode_structured3d_normals(v: np.ndarray) -> np.ndarray:
-    """8-bit ``[H, W, 3]`` Structured3D normal image -> unit normals in OUR frame ``[H, W, 3]``."""
+    """8-bit ``[H, W, 3]`` Structured3D normal image -> normals in OUR frame ``[H, W, 3]`` (not yet unit length)."""
     n = v[:, :, :3].astype(np.float32) / 128.0 - 1.0
-    n = normalize_normals(n)
     n[:, :, 2] *= -1.0  # left-handed (z left) -> ours (z right)
     return n
 
