@@ -15,3 +15,11 @@ def test_help_lists_every_command(capsys):
 def test_console_script_runs():
     proc = subprocess.run([sys.executable, "-m", "pager.cli.main", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "predict" in proc.stdout
+
+
+def test_evaluate_subcommand_reports_missing_dataset_folder(tmp_path, capsys):
+    code = cli_main.main(["evaluate", "depth", "--pred_path", str(tmp_path / "nothing"), "--data_path", str(tmp_path),
+                          "--dataset", "Synthetic"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pager evaluate: error:") and str(tmp_path / "Synthetic") in err
