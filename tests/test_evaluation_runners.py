@@ -1,4 +1,5 @@
 """Evaluation runners end to end on tiny on-disk datasets (pager.evaluation.runners)."""
+import argparse
 import csv
 import json
 import math
@@ -122,7 +123,10 @@ def test_seams_runner_from_predictions_only(tmp_path):
     np.savez(eval_dir / "smooth.npz", cubemap_to_erp(cube, 48, 96)[0, 0].numpy().astype(np.float32))
     cube[:, 1] += 0.5
     np.savez(eval_dir / "stepped.npz", cubemap_to_erp(cube, 48, 96)[0].numpy().astype(np.float32))  # [1, H, W]
-    assert R.seams_main(["--pred_path", str(tmp_path / "preds"), "--device", "cpu"]) == 0
+    top = argparse.ArgumentParser(prog="pager")
+    R.add_parser(top.add_subparsers(dest="command"))  # the `pager evaluate` sub-command interface
+    args = top.parse_args(["evaluate", "seams", "--pred_path", str(tmp_path / "preds"), "--device", "cpu"])
+    assert R.run(args) == 0
     data = json.loads((tmp_path / "preds" / "evaluation_metrics_seams.json").read_text())
     assert data["counts"]["evaluated"] == 2
     rows = {r["id"]: r for r in csv.DictReader((tmp_path / "preds" / "evaluation_per_sample_seams.csv").open())}

@@ -133,17 +133,15 @@ def _pixel_weights(mask: torch.Tensor, latitude_weighting: bool, dtype: torch.dt
 
 
 def _wmean(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Weighted mean ``sum(w x) / sum(w)`` over the pixels of each image -> ``[B]`` in the accumulation
-    dtype (``nan`` if ``sum(w) = 0``).
+    """Weighted mean ``sum(w x) / sum(w)`` over the pixels of each image -> ``[B]`` (``nan`` if ``sum(w) = 0``).
 
-    Values where ``w = 0`` never leak (even if they are ``nan``); the sums are accumulated in float64
-    (float32 on MPS, which has no float64), so fractions of all-valid pixels come out exactly 1.
+    ``x`` must be finite wherever it is multiplied (callers sanitise invalid pixels first). With 0/1
+    weights the numerator and denominator of an all-true indicator are the same sum, so a fraction
+    of all valid pixels comes out exactly 1.
     """
-    acc = torch.float32 if w.device.type == "mps" else torch.float64
-    wa = w.to(acc)
-    num = torch.where(w > 0, wa * x.to(acc), torch.zeros_like(wa)).sum(dim=(-2, -1))
-    den = wa.sum(dim=(-2, -1))
-    return torch.where(den > 0, num / den.clamp_min(torch.finfo(acc).tiny), torch.full_like(den, float("nan")))
+    den = w.sum(dim=(-2, -1))
+    num = (w * x).sum(dim=(-2, -1))
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(den.dtype).tiny), torch.full_like(den, float("nan")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,21 +206,26 @@ def depth_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | Non
     m = m & (g > 0) & torch.isfinite(g)
     w = _pixel_weights(m, latitude_weighting, dt)
     g_safe = torch.where(m, g, torch.ones_like(g))
-    p_pos = p.clamp_min(PRED_FLOOR)
-    diff = p - g_safe
-    e = torch.log(p_pos) - torch.log(g_safe)
-    ratio = torch.maximum(p_pos / g_safe, g_safe / p_pos)
+    p_safe = torch.where(m, p, g_safe)  # invalid pixels: finite and error-free (weight 0 anyway)
+    p_pos = p_safe.clamp_min(PRED_FLOOR)
+    diff = p_safe - g_safe
+    sq = diff.square()
+    q = p_pos / g_safe
+    e = torch.log(q)
+    ratio = torch.maximum(q, q.reciprocal())  # max(p/g, g/p)
+    e_mean = _wmean(w, e)
     out = {
         "abs_rel": _wmean(w, diff.abs() / g_safe),
-        "sq_rel": _wmean(w, diff.square() / g_safe),
-        "rmse": _wmean(w, diff.square()).sqrt(),
+        "sq_rel": _wmean(w, sq / g_safe),
+        "rmse": _wmean(w, sq).sqrt(),
         "rmse_log": _wmean(w, e.square()).sqrt(),
-        "log10": _wmean(w, (e / math.log(10.0)).abs()),
-        "silog": 100.0 * (_wmean(w, e.square()) - _wmean(w, e).square()).clamp_min(0.0).sqrt(),
+        "log10": _wmean(w, e.abs()) / math.log(10.0),
+        # two-pass variance of the log error: no cancellation in float32
+        "silog": 100.0 * _wmean(w, (e - torch.nan_to_num(e_mean)[:, None, None]).square()).sqrt(),
     }
     for k in (1, 2, 3):
         out[f"delta{k}"] = _wmean(w, (ratio < 1.25 ** k).to(dt))
-    return {k: v.to(dt) for k, v in out.items()}
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,24 +264,38 @@ def normals_metrics(pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor | N
     dt = _compute_dtype(g)
     g = g.to(dt)
     p = p.to(device=g.device, dtype=dt).expand_as(g)
-    gn = g.norm(dim=1)
-    pn = p.norm(dim=1)
-    m = (gn > 0) & torch.isfinite(gn)
+    px, py, pz = p[:, 0], p[:, 1], p[:, 2]
+    gx, gy, gz = g[:, 0], g[:, 1], g[:, 2]  # per component: channel-strided norms are slow on CPU
+    gn2 = gx * gx + gy * gy + gz * gz
+    pn2 = px * px + py * py + pz * pz
+    m = (gn2 > 0) & torch.isfinite(gn2)
     if mask is not None:
-        m = m & _as_mask(mask, gn)
-    cross = torch.linalg.cross(p, g, dim=1).norm(dim=1)
-    dot = (p * g).sum(dim=1)
+        m = m & _as_mask(mask, gn2)
+    cx = py * gz - pz * gy
+    cy = pz * gx - px * gz
+    cz = px * gy - py * gx
+    cross = (cx * cx + cy * cy + cz * cz).sqrt()
+    dot = px * gx + py * gy + pz * gz
     ang = torch.rad2deg(torch.atan2(cross, dot))  # scale-free: norms cancel
-    ang = torch.where(pn > 0, ang, torch.full_like(ang, 180.0))  # a zero prediction is maximally wrong
+    ang = torch.where(pn2 > 0, ang, torch.full_like(ang, 180.0))  # a zero prediction is maximally wrong
+    ang = torch.where(m, ang, torch.zeros_like(ang))  # invalid pixels: finite, weight 0
     w = _pixel_weights(m, latitude_weighting, dt)
+    if latitude_weighting:
+        median = _weighted_lower_median(ang.flatten(1), w.flatten(1))
+    else:  # lower median by selection, O(N)
+        median = torch.full((ang.shape[0],), float("nan"), dtype=dt, device=ang.device)
+        for b in range(ang.shape[0]):
+            v = ang[b][m[b]]
+            if v.numel():
+                median[b] = torch.kthvalue(v, (v.numel() + 1) // 2).values
     out = {
         "mean": _wmean(w, ang),
-        "median": _weighted_lower_median(ang.flatten(1), w.flatten(1)),
+        "median": median,
         "rmse": _wmean(w, ang.square()).sqrt(),
     }
     for t in NORMALS_THRESHOLDS_DEG:
         out[f"within_{t:g}"] = 100.0 * _wmean(w, (ang < t).to(dt))
-    return {k: v.to(dt) for k, v in out.items()}
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,17 +446,24 @@ def seam_pairs(face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _masked_quantile(x: torch.Tensor, m: torch.Tensor, q: float) -> torch.Tensor:
-    """Linear-interpolated quantile ``q`` of the valid entries of each row of ``x [B, N]`` -> ``[B]``."""
-    v = torch.where(m, x, torch.full_like(x, float("inf")))
-    vs, _ = torch.sort(v, dim=1)
-    n = m.sum(dim=1)
-    pos = q * (n - 1).clamp_min(0).to(x.dtype)
-    lo = pos.floor().long()
-    hi = torch.minimum(lo + 1, (n - 1).clamp_min(0))
-    frac = pos - lo.to(x.dtype)
-    a = torch.gather(vs, 1, lo[:, None])[:, 0]
-    b = torch.gather(vs, 1, hi[:, None])[:, 0]
-    return torch.where(n > 0, a + frac * (b - a), torch.full_like(a, float("nan")))
+    """Linear-interpolated quantile ``q`` of the valid entries of each row of ``x [B, N]`` -> ``[B]``.
+
+    Same convention as ``torch.quantile`` (position ``q (n - 1)``), by selection (``kthvalue``), not sorting.
+    """
+    out = torch.full((x.shape[0],), float("nan"), dtype=x.dtype, device=x.device)
+    for b in range(x.shape[0]):  # per image: the number of valid entries differs
+        v = x[b][m[b]]
+        n = v.numel()
+        if n == 0:
+            continue
+        pos = q * (n - 1)
+        lo = int(math.floor(pos))
+        a = torch.kthvalue(v, lo + 1).values
+        if pos > lo and lo + 1 < n:
+            b_ = torch.kthvalue(v, lo + 2).values
+            a = a + (pos - lo) * (b_ - a)
+        out[b] = a
+    return out
 
 
 def _robust_normalise(d: torch.Tensor, m: torch.Tensor, percentile: float) -> torch.Tensor:

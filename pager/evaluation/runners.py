@@ -58,8 +58,8 @@ __all__ = [
     "build_parser",
     "add_arguments",
     "run",
+    "run_task",
     "add_parser",
-    "run_subcommand",
     "format_table",
     "main",
     "depth_main",
@@ -749,7 +749,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     return add_arguments(parser, task)
 
 
-def run(args: argparse.Namespace, task: str) -> EvaluationResult:
+def run_task(args: argparse.Namespace, task: str) -> EvaluationResult:
     """Run ``task`` with parsed arguments and return its result (files written)."""
     common = dict(strict=args.strict, output_dir=args.output_dir, device=args.device)
     if task == "depth":
@@ -787,7 +787,7 @@ def _main_for(task: str, argv: Optional[Sequence[str]]) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")
     try:
-        result = run(args, task)
+        result = run_task(args, task)
     except (ValueError, FileNotFoundError) as exc:
         sys.stderr.write(f"evaluation {task}: error: {exc}\n")
         return 2
@@ -819,7 +819,7 @@ def seams_main(argv: Optional[Sequence[str]] = None) -> int:
 def add_parser(subparsers: Any, name: str = "evaluate") -> argparse.ArgumentParser:
     """Register ``<name> {depth,normals,edges,seams} ...`` on a sub-parser set (``pager`` CLI convention).
 
-    Pair with :func:`run_subcommand`; the chosen task is stored in ``args.eval_task``.
+    Pair with :func:`run`; the chosen task is stored in ``args.eval_task``.
     """
     parser = subparsers.add_parser(name, help="evaluate predictions against a dataset (depth, normals, edges, seams)")
     tasks = parser.add_subparsers(dest="eval_task", metavar="TASK", required=True)
@@ -828,12 +828,14 @@ def add_parser(subparsers: Any, name: str = "evaluate") -> argparse.ArgumentPars
     return parser
 
 
-def run_subcommand(args: argparse.Namespace) -> int:
-    """Run the task chosen through :func:`add_parser`, print the table; returns the exit code.
+def run(args: argparse.Namespace) -> int:
+    """Run the task chosen through :func:`add_parser` (``args.eval_task``), print the table; exit code.
 
+    Together with :func:`add_parser` this is the ``pager`` sub-command interface, so
+    ``pager/cli/evaluate.py`` can be ``from pager.evaluation.runners import add_parser, run``.
     ``ValueError`` / ``FileNotFoundError`` propagate (the ``pager`` dispatcher reports them).
     """
-    result = run(args, args.eval_task)
+    result = run_task(args, args.eval_task)
     sys.stdout.write(format_table(result))
     sys.stdout.write(f"saved {result.outputs.get('txt')}, {result.outputs.get('json')}, {result.outputs.get('csv')}\n")
     return 0
