@@ -269,3 +269,15 @@ def test_supersampling_keeps_geometry_and_smooths_rgb():
 def test_bad_arguments_raise(kwargs):
     with pytest.raises(ValueError):
         render_scene(**kwargs)
+
+
+def test_object_windows_never_change_the_image(monkeypatch):
+    """Objects are only intersected inside the ERP window of their bounding sphere: a pure speed-up."""
+    import pager.data.synthetic.raycast as r
+
+    fast = [render_scene(seed, height=24, kind=kind) for seed in (0, 1) for kind in ("indoor", "outdoor")]
+    monkeypatch.setattr(r, "_windows", lambda scene, c, rad, h, w: [(slice(0, h), slice(0, w))])
+    slow = [render_scene(seed, height=24, kind=kind) for seed in (0, 1) for kind in ("indoor", "outdoor")]
+    for a, b in zip(fast, slow):
+        for f in ("rgb", "depth", "normals", "mask"):
+            assert np.array_equal(getattr(a, f), getattr(b, f))

@@ -7,7 +7,7 @@ depth in metres, world-frame unit normals and a valid mask, in the conventions o
 ``write_dataset`` stores a set on disk as plain files or in the PanoInfinigen LMDB layout.
 """
 
-from pager.data.synthetic.render import SyntheticPanorama, render, render_scene
+from pager.data.synthetic.raycast import SyntheticPanorama, render, render_scene
 from pager.data.synthetic.scene import (
     INDOOR_MAX_DEPTH,
     OUTDOOR_MAX_DEPTH,

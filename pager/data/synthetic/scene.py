@@ -4,7 +4,7 @@ A :class:`Scene` lives in its own *scene frame* (metres, ``y`` up, floor / groun
 The camera sits at ``Scene.camera`` in that frame and is rotated by ``Scene.yaw`` about ``y``:
 a world-frame ray ``(x, y, z)`` (``pager.geometry`` conventions) becomes the scene-frame ray
 ``(cos(yaw) x + sin(yaw) z, y, -sin(yaw) x + cos(yaw) z)``. Scenes are plain frozen dataclasses,
-so tests can build exact scenes by hand and :func:`pager.data.synthetic.render.render` them.
+so tests can build exact scenes by hand and :func:`pager.data.synthetic.raycast.render` them.
 
 All randomness comes from ``numpy.random.Generator(PCG64(...))`` using only ``uniform``,
 ``random`` and ``integers`` (bit-identical on every platform).

@@ -60,7 +60,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from pager.data.synthetic.png import encode_png
-from pager.data.synthetic.render import SyntheticPanorama, render_scene
+from pager.data.synthetic.raycast import SyntheticPanorama, render_scene
 from pager.data.synthetic.scene import INDOOR_MAX_DEPTH, OUTDOOR_MAX_DEPTH
 from pager.io_utils import atomic_directory
 
