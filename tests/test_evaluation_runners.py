@@ -95,12 +95,20 @@ def test_depth_cli_and_script(matterport, capsys):
     assert proc.returncode == 0 and "--error_maps_saving_frequency" in proc.stdout
 
 
-def test_bad_shape_is_reported_not_resized(matterport):
+def test_bad_shape_and_unreadable_are_reported(matterport):
     tmp, ids, truth, eval_dir = matterport
-    np.savez(eval_dir / f"{ids[0]}.npz", np.ones((8, 16), np.float32))
+    np.savez(eval_dir / f"{ids[0]}.npz", np.ones((8, 16), np.float32))  # not resized: reported
+    (eval_dir / f"{ids[3]}.npz").write_bytes(b"not a zip file")
     res = R.evaluate_depth(tmp / "results", tmp / "data", "Matterport3D360", device="cpu", write=False)
     assert res.problems["bad_shape"] == [ids[0]]
-    assert res.n_evaluated == 1
+    assert res.problems["unreadable"] == [ids[3]]
+    assert res.n_evaluated == 0 and res.n_problems == 4
+    assert math.isnan(res.metrics["abs_rel"])
+    # a plain .npy array under the .npz name and a [1, H, W] depth are accepted
+    with open(eval_dir / f"{ids[3]}.npz", "wb") as fh:
+        np.save(fh, 2.0 * truth[ids[3]].analytic[None].astype(np.float32))
+    res = R.evaluate_depth(tmp / "results", tmp / "data", "Matterport3D360", device="cpu", write=False)
+    assert res.n_evaluated == 1 and res.metrics["abs_rel"] == pytest.approx(1.0, rel=1e-5)
 
 
 def test_edges_runner_perfect_prediction(matterport):

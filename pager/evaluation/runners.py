@@ -184,10 +184,11 @@ def load_prediction(path: Path, task: str, sample_id: str,
     if not path.is_file():
         raise PredictionProblem("missing", sample_id, path, "file not found")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if isinstance(data, np.ndarray):  # a plain .npy renamed .npz
-                arr = np.asarray(data)
-            else:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):  # a plain .npy saved under the .npz name
+            arr = data
+        else:
+            with data:
                 if "arr_0" not in data.files:
                     raise PredictionProblem("unreadable", sample_id, path, f"no key 'arr_0' (keys: {data.files})")
                 arr = np.asarray(data["arr_0"])
@@ -296,19 +297,22 @@ def render_error_map(error: torch.Tensor | np.ndarray, mask: torch.Tensor | np.n
     rgb[~m] = 128
     h, w = e.shape
     bar_h = max(6, h // 32)
-    text_h = 14
+    text_h = 28 if label else 14
     ramp = np.linspace(0.0, 1.0, w)[None, :].repeat(bar_h, 0)
     bar = (cm(ramp)[..., :3] * 255).astype(np.uint8)
     canvas = np.full((h + bar_h + text_h, w, 3), 255, np.uint8)
     canvas[:h] = rgb
     canvas[h:h + bar_h] = bar
     img = Image.fromarray(canvas)
-    lo = -vmax if signed else 0.0
-    caption = f"{lo:.3g}" + (f"  {label}" if label else "")
     draw = ImageDraw.Draw(img)
-    draw.text((2, h + bar_h + 1), caption, fill=(0, 0, 0))
-    right = f"{vmax:.3g}"
-    draw.text((max(2, w - 7 * len(right) - 2), h + bar_h + 1), right, fill=(0, 0, 0))
+    y = h + bar_h + 1
+    lo, hi = (f"{-vmax:.3g}" if signed else "0"), f"{vmax:.3g}"
+    draw.text((2, y), lo, fill=(0, 0, 0))
+    draw.text((max(2, w - 6 * len(hi) - 2), y), hi, fill=(0, 0, 0))
+    if signed and w > 12 * (len(lo) + len(hi)):
+        draw.text((w // 2 - 3, y), "0", fill=(0, 0, 0))
+    if label:
+        draw.text((2, y + 13), label, fill=(0, 0, 0))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
