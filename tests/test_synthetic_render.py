@@ -281,3 +281,15 @@ def test_object_windows_never_change_the_image(monkeypatch):
     for a, b in zip(fast, slow):
         for f in ("rgb", "depth", "normals", "mask"):
             assert np.array_equal(getattr(a, f), getattr(b, f))
+
+
+def test_row_bands_never_change_the_image(monkeypatch):
+    """Rendering in row bands (small temporaries) gives the same bits as one band."""
+    import pager.data.synthetic.raycast as r
+
+    one = [render_scene(2, height=20, kind=k, supersample=2) for k in ("indoor", "outdoor")]
+    monkeypatch.setattr(r, "BAND_PIXELS", 40 * 4 * 3)  # 3 rows per band: 7 bands, the last one short
+    many = [render_scene(2, height=20, kind=k, supersample=2) for k in ("indoor", "outdoor")]
+    for a, b in zip(one, many):
+        for f in ("rgb", "depth", "normals", "mask"):
+            assert np.array_equal(getattr(a, f), getattr(b, f))

@@ -8,6 +8,7 @@ depth in metres, world-frame unit normals and a valid mask, in the conventions o
 """
 
 from pager.data.synthetic.raycast import SyntheticPanorama, render, render_scene
+from pager.data.synthetic.writer import DEPTH_PNG_SCALE, GENERATOR_VERSION, write_dataset
 from pager.data.synthetic.scene import (
     INDOOR_MAX_DEPTH,
     OUTDOOR_MAX_DEPTH,
@@ -18,6 +19,8 @@ from pager.data.synthetic.scene import (
 )
 
 __all__ = [
+    "DEPTH_PNG_SCALE",
+    "GENERATOR_VERSION",
     "INDOOR_MAX_DEPTH",
     "OUTDOOR_MAX_DEPTH",
     "Scene",
@@ -27,4 +30,5 @@ __all__ = [
     "outdoor_scene",
     "render",
     "render_scene",
+    "write_dataset",
 ]

@@ -67,16 +67,19 @@ def erp_angles(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     return theta, phi
 
 
-def erp_rays(height: int, width: int) -> np.ndarray:
+def erp_rays(height: int, width: int, row0: int = 0, row1: int | None = None) -> np.ndarray:
     """Unit rays ``[3, H, W]`` float64 of ERP pixel centres in the world frame (x fwd, y up, z right).
+
+    With ``row0``/``row1`` only rows ``row0:row1`` of the ``height x width`` grid are returned.
 
     ``ray = (cos(phi) cos(theta), sin(phi), cos(phi) sin(theta))`` exactly as in ``pager.geometry``,
     computed with :func:`det_sincos` so the result is bit-identical on every machine.
     """
     theta, phi = erp_angles(height, width)
+    phi = phi[row0 : height if row1 is None else row1]
     st, ct = det_sincos(theta)
     sp, cp = det_sincos(phi)
-    rays = np.empty((3, height, width), dtype=np.float64)
+    rays = np.empty((3, phi.shape[0], width), dtype=np.float64)
     np.multiply(cp[:, None], ct[None, :], out=rays[0])
     rays[1] = sp[:, None]
     np.multiply(cp[:, None], st[None, :], out=rays[2])

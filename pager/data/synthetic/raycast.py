@@ -31,6 +31,7 @@ from pager.data.synthetic.scene import (
 )
 
 _EPS = 1e-9
+BAND_PIXELS = 1 << 15  # rays traced at once (row bands of the panorama)
 
 
 @dataclass
@@ -341,8 +342,10 @@ def _pseudo_arc(nx: np.ndarray, nz: np.ndarray) -> np.ndarray:
 # tracing
 
 
-def _trace(scene: Scene, H: int, W: int) -> _Trace:
-    rays = erp_rays(H, W)
+def _trace(scene: Scene, H: int, W: int, r0: int = 0, r1: int | None = None) -> _Trace:
+    """Trace rows ``r0:r1`` of the ``H x W`` ERP grid (every array of the result has ``r1 - r0`` rows)."""
+    r1 = H if r1 is None else r1
+    rays = erp_rays(H, W, r0, r1)
     sy, cy = det_sincos(np.array([scene.yaw]))
     s, c = float(sy[0]), float(cy[0])
     d = np.empty_like(rays)
@@ -350,22 +353,28 @@ def _trace(scene: Scene, H: int, W: int) -> _Trace:
     d[1] = rays[1]
     d[2] = c * rays[2] - s * rays[0]
     o = np.asarray(scene.camera, dtype=np.float64)
-    t = np.full((H, W), np.inf)
-    obj = np.full((H, W), -1, np.int16)
-    face = np.zeros((H, W), np.int8)
+    h = r1 - r0
+    t = np.full((h, W), np.inf)
+    obj = np.full((h, W), -1, np.int16)
+    face = np.zeros((h, W), np.int8)
     wins_of: list[list[tuple[slice, slice]]] = []
     for k, prim in enumerate(scene.objects):
         bs = _bounding_sphere(prim)
         wins = [(slice(0, H), slice(0, W))] if bs is None else _windows(scene, bs[0], bs[1], H, W)
-        wins_of.append(wins)
-        for rs, cs in wins:
+        band = []
+        for rs, cs in wins:  # clip to the band, in band coordinates
+            a, b = max(rs.start, r0), min(rs.stop, r1)
+            if a < b:
+                band.append((slice(a - r0, b - r0), cs))
+        wins_of.append(band)
+        for rs, cs in band:
             tk, fk = _intersect(o, prim, d[0, rs, cs], d[1, rs, cs], d[2, rs, cs])
             tw = t[rs, cs]
             closer = tk < tw
             np.copyto(tw, tk, where=closer)
             np.copyto(obj[rs, cs], np.int16(k), where=closer)
             np.copyto(face[rs, cs], fk, where=closer)
-    tr = _Trace(t, obj, face, d, np.zeros_like(d), np.zeros_like(d), np.zeros((H, W), bool))
+    tr = _Trace(t, obj, face, d, np.zeros_like(d), np.zeros_like(d), np.zeros((h, W), bool))
     for k, prim in enumerate(scene.objects):
         for rs, cs in wins_of[k]:
             sel = np.nonzero(obj[rs, cs] == k)
@@ -494,23 +503,33 @@ def render(scene: Scene, height: int = 512, supersample: int = 1) -> SyntheticPa
     if not isinstance(supersample, (int, np.integer)) or supersample < 1:
         raise ValueError(f"supersample must be an integer >= 1, got {supersample!r}")
     H, W = int(height), 2 * int(height)
-    tr = _trace(scene, H, W)
-    if supersample == 1:
-        col = _shade(scene, tr)
-    else:
-        s = int(supersample)
-        hr = _shade(scene, _trace(scene, H * s, W * s))
-        col = np.zeros((3, H, W))
-        for a in range(s):  # fixed summation order
-            for b in range(s):
-                col += hr[:, a::s, b::s]
-        col /= float(s * s)
-    rgb = _to_uint8(col)
-    mask = (tr.obj >= 0) & (tr.t <= scene.max_depth)
-    depth = np.where(mask, tr.t, 0.0).astype(np.float32)
+    s = int(supersample)
+    rgb = np.empty((H, W, 3), np.uint8)
+    mask = np.empty((H, W), bool)
+    t = np.empty((H, W))
+    n = np.empty((3, H, W))
+    # Row bands keep the temporaries small (cache friendly); every operation is per pixel, so the
+    # result does not depend on the band size.
+    band = max(1, BAND_PIXELS // (W * s * s))
+    for r0 in range(0, H, band):
+        r1 = min(H, r0 + band)
+        tr = _trace(scene, H, W, r0, r1)
+        if s == 1:
+            col = _shade(scene, tr)
+        else:
+            hr = _shade(scene, _trace(scene, H * s, W * s, r0 * s, r1 * s))
+            col = np.zeros((3, r1 - r0, W))
+            for a in range(s):  # fixed summation order
+                for b in range(s):
+                    col += hr[:, a::s, b::s]
+            col /= float(s * s)
+        rgb[r0:r1] = _to_uint8(col)
+        mask[r0:r1] = (tr.obj >= 0) & (tr.t <= scene.max_depth)
+        t[r0:r1] = tr.t
+        n[:, r0:r1] = tr.n
+    depth = np.where(mask, t, 0.0).astype(np.float32)
     sy, cy = det_sincos(np.array([scene.yaw]))
     s_, c_ = float(sy[0]), float(cy[0])
-    n = tr.n
     normals = np.stack([c_ * n[0] - s_ * n[2], n[1], s_ * n[0] + c_ * n[2]], axis=-1)
     normals = np.where(mask[..., None], normals, 0.0).astype(np.float32)
     return SyntheticPanorama(
