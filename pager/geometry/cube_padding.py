@@ -5,8 +5,9 @@ that every padded pixel holds the neighbour-face pixel that lies next to it when
 padded row ``-k`` above face f is the k-th row of the neighbour counted from the shared edge, turned
 as the unfolded cube requires. Corner pixels (outside both ranges) are the mean of the two adjacent
 padded values (the one straight above/below the face's corner column and the one straight beside its
-corner row). The whole padding is one interior copy plus one precomputed index gather, with the index
-tensors cached per (face size, sides, channels, device): no Python loop over faces.
+corner row). The whole padding is one precomputed index gather (small faces: the whole padded tensor;
+large faces: a strided interior copy plus a gather of the border), plus a small gather for the corner
+means, with the index tensors cached per (face size, sides, channels, device): no loop over faces.
 
 The adjacency is derived geometrically from the face frames of :mod:`pager.geometry.cubemap`, reading
 each face as a grid of ``F x F`` cells (which is what "copy the neighbour's border row" means); for
@@ -105,6 +106,11 @@ def _pad_table(fs: int, sides: Sides):
     return edges, corners
 
 
+# Faces up to this size are padded by one gather that also moves the interior (fewer, larger ops win on
+# small maps); larger faces copy the interior with a strided copy and gather only the border.
+_FULL_GATHER_MAX_FACE = 32
+
+
 @functools.lru_cache(maxsize=256)
 def _pad_index(fs: int, sides: Sides, channels: int, device: torch.device):
     """Flat gather/scatter indices over one panorama ``[6*C*F*F] -> [6*C*Hp*Wp]`` for ``channels``."""
@@ -120,12 +126,30 @@ def _pad_index(fs: int, sides: Sides, channels: int, device: torch.device):
     df, dp, sf, sp = edges
     e_dst = flat(df, dp, dst_stride_f, hp * wp)
     e_src = flat(sf, sp, src_stride_f, fs * fs)
-    out = {"e_dst": e_dst.to(device), "e_src": e_src.to(device)}
+    out = {}
     if corners is not None:
         cf, cp, fa, pa, fb, pb = corners
         out["c_dst"] = flat(cf, cp, dst_stride_f, hp * wp).to(device)
-        out["c_src_a"] = flat(fa, pa, src_stride_f, fs * fs).to(device)
+        c_src_a = flat(fa, pa, src_stride_f, fs * fs)
+        out["c_src_a"] = c_src_a.to(device)
         out["c_src_b"] = flat(fb, pb, src_stride_f, fs * fs).to(device)
+    if fs <= _FULL_GATHER_MAX_FACE:
+        # one index for the whole padded output: interior pixels map to themselves, corners to
+        # source a (overwritten by the mean afterwards)
+        full = torch.empty(6 * channels * hp * wp, dtype=torch.long)
+        rr, cc = torch.meshgrid(torch.arange(fs), torch.arange(fs), indexing="ij")
+        faces = torch.arange(6).repeat_interleave(fs * fs)
+        inner_dst = flat(faces, ((rr + top) * wp + cc + left).reshape(-1).repeat(6), dst_stride_f, hp * wp)
+        inner_src = flat(faces, (rr * fs + cc).reshape(-1).repeat(6), src_stride_f, fs * fs)
+        full[inner_dst] = inner_src
+        full[e_dst] = e_src
+        if corners is not None:
+            full[out["c_dst"].cpu()] = c_src_a
+        small = full.numel() < 2**31 and 6 * channels * fs * fs < 2**31
+        out["full"] = full.to(torch.int32 if small else torch.long).to(device)
+    else:
+        out["e_dst"] = e_dst.to(device)
+        out["e_src"] = e_src.to(device)
     return out
 
 
@@ -167,11 +191,15 @@ def cube_pad(faces: torch.Tensor, pad: Optional[int] = 1, sides: Optional[Sequen
     hp, wp = h + top + bottom, w + left + right
     idx = _pad_index(h, sd, c, _normalize_device(faces.device))
     x = faces.contiguous()
-    out = x.new_empty((n6, c, hp, wp))
-    out[:, :, top : top + h, left : left + w] = x
     xf = x.view(n, 6 * c * h * w)
-    of = out.view(n, 6 * c * hp * wp)
-    of.index_copy_(1, idx["e_dst"], xf.index_select(1, idx["e_src"]))
+    if "full" in idx:
+        of = xf.index_select(1, idx["full"])
+        out = of.view(n6, c, hp, wp)
+    else:
+        out = x.new_empty((n6, c, hp, wp))
+        out[:, :, top : top + h, left : left + w] = x
+        of = out.view(n, 6 * c * hp * wp)
+        of.index_copy_(1, idx["e_dst"], xf.index_select(1, idx["e_src"]))
     if "c_dst" in idx:
         corner = (xf.index_select(1, idx["c_src_a"]) + xf.index_select(1, idx["c_src_b"])) * 0.5
         of.index_copy_(1, idx["c_dst"], corner)
