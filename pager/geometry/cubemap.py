@@ -122,7 +122,7 @@ def uv_positional_encoding(face_size: int, device: DeviceLike = None, dtype: Opt
 # --------------------------------------------------------------------------------------------------
 # ERP -> cubemap
 # --------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=2)  # float64 intermediates: only the final grids/indices are kept long
 def _e2c_pixel_coords(height: int, width: int, face_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Float64 ERP pixel coordinates (x in [-0.5, W-0.5], y in [-0.5, H-0.5]) of every face pixel,
     each ``[6*F, F]`` (faces stacked vertically), exactly pytorch360convert's ``e2c`` positions."""
@@ -189,13 +189,14 @@ def erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear") ->
 # --------------------------------------------------------------------------------------------------
 # cubemap -> ERP
 # --------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=2)  # float64 intermediates: only the final grids/indices are kept long
 def _c2e_face_coords(height: int, width: int, face_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For every ERP pixel centre: face index ``[H, W]`` (long) and continuous face pixel coordinates
     (column, row) in ``[0, F-1]`` (float64), the exact inverse of the ``e2c`` face grid."""
-    from pager.geometry.sphere import _directions_cached
+    from pager.geometry.sphere import _angles_cached, angles_to_directions
 
-    d = _directions_cached(height, width, torch.device("cpu"), torch.float64)  # [3, H, W]
+    theta, phi = _angles_cached.__wrapped__(height, width, torch.device("cpu"), torch.float64)
+    d = angles_to_directions(theta, phi, dim=0)  # [3, H, W] float64, not cached
     frames = _FACE_FRAMES  # [6, 3, 3]
     normals = frames[:, 0]  # [6, 3]
     proj = torch.einsum("fk,khw->fhw", normals, d)  # d . n_f

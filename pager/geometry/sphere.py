@@ -60,7 +60,7 @@ def _angles_cached(height: int, width: int, device: torch.device, dtype: torch.d
 
 @functools.lru_cache(maxsize=64)
 def _directions_cached(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    theta, phi = _angles_cached(height, width, torch.device("cpu"), torch.float64)
+    theta, phi = _angles_cached.__wrapped__(height, width, torch.device("cpu"), torch.float64)  # uncached
     dirs = angles_to_directions(theta, phi, dim=0)
     return _to(dirs, device, dtype)
 
