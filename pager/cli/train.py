@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     overrides.pop("training.resume_path", None)
     cfg = load_training_config(getattr(args, "config", None), overrides, resume_path=getattr(args, "resume_path", None))
     result = train(cfg, overrides)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return 0
     print(f"training done: {result.global_step} steps, run folder {result.run_dir}"
           + (f", checkpoint {result.checkpoint_dir}" if result.checkpoint_dir else ""))
     for key, value in sorted(result.val_metrics.items()):

@@ -169,6 +169,25 @@ class _TrainedUNet(torch.nn.Module):
         return self._pager.forward_faces(rgb_faces, self.modality)
 
 
+def _cpu_only() -> bool:
+    """True when no accelerator is usable (or ``ACCELERATE_USE_CPU`` asks for the CPU).
+
+    Accelerate only sets up multi-process CPU training (gloo) when told to use the CPU, so on a machine
+    without GPU, ``accelerate launch --multi_gpu --num_processes N`` / ``torchrun`` still train with N processes.
+    """
+    if os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes"):
+        return True
+    if torch.cuda.is_available():
+        return False
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return False
+    xpu = getattr(torch, "xpu", None)
+    if xpu is not None and hasattr(xpu, "is_available") and xpu.is_available():
+        return False
+    return True
+
+
 def _stable_seed(*parts: int) -> int:
     h = 1469598103934665603
     for p in parts:
@@ -225,6 +244,7 @@ class Trainer:
                 report_to = "tensorboard"
         self.report_to = report_to
         self.accelerator = Accelerator(
+            cpu=_cpu_only(),
             gradient_accumulation_steps=int(_get(cfg, "training.gradient_accumulation_steps", 1)),
             mixed_precision=str(_get(cfg, "training.mixed_precision", "no")),
             log_with=None if report_to == "none" else report_to,
@@ -240,7 +260,7 @@ class Trainer:
         from accelerate.utils import broadcast_object_list
 
         cfg = self.cfg
-        state = PartialState()
+        state = PartialState(cpu=_cpu_only())
         resume = _get(cfg, "training.resume_path")
         if resume:
             self.state_dir: Optional[Path] = find_training_state(resume)
@@ -553,6 +573,8 @@ class Trainer:
         self._make_accelerator()
         acc = self.accelerator
         cfg = self.cfg
+        if not acc.is_main_process:  # one process reports; the others only warn
+            logging.getLogger("pager").setLevel(max(logging.getLogger("pager").getEffectiveLevel(), logging.WARNING))
         set_seed(int(_get(cfg, "seed", 42)))
         self._build_datasets()
         self._resolve_model_config()

@@ -1,0 +1,202 @@
+"""The training loop with a tiny model on tiny procedural panoramas (32 px faces, 64 x 128 ERP).
+
+- resume equivalence: N steps uninterrupted == K steps, stop, resume to N (weights, EMA, LR, position);
+- a trained checkpoint loads with ``Pager.from_pretrained`` (released layout, config beside it);
+- ``accelerate launch --num_processes 2 --cpu train.py`` trains and writes a checkpoint;
+- starting from a base with ``uv`` encoding widens ``conv_in`` with zero weights and trains it.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    from pager.data.synthetic.writer import write_dataset
+    from pager.model.tiny import build_tiny_base
+
+    root = tmp_path_factory.mktemp("training")
+    base = build_tiny_base(root / "base", seed=0, face_size=32)
+    data = root / "data"
+    write_dataset(data / "Synthetic", num=8, height=64, seed=3, progress=False)
+    return {"root": root, "base": base, "data": data}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
+    yield
+    torch.set_num_threads(threads)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+def _cfg(assets, run_name, **over):
+    from pager.config import load_config, merge_overrides
+
+    values = {
+        "model.pretrained_path": str(assets["base"]),
+        "model.face_size": 32,
+        "model.unet_positional_encoding": "RoPE",
+        "data.data_path": str(assets["data"]),
+        "data.dataset": "Synthetic",
+        "data.batch_size": 1,
+        "data.use_data_augmentation": True,
+        "training.num_workers": 0,
+        "training.max_train_steps": 4,
+        "training.gradient_accumulation_steps": 2,
+        "training.gradient_checkpointing": True,
+        "training.ema_decay": 0.9,
+        "optimization.lr_exp_warmup_steps": 0.4,
+        "optimization.learning_rate": 1e-3,
+        "optimization.max_grad_norm": 0.5,
+        "loss.grad_loss_weight": 0.5,
+        "validation.run_validation": False,
+        "validation.run_tiny_validation": False,
+        "logging.report_to": "none",
+        "logging.img_report_frequency": 1000,
+        "logging.save_path": str(assets["root"] / "runs"),
+        "logging.run_name": run_name,
+    }
+    values.update(over)
+    return merge_overrides(load_config(None), values)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def test_resume_reaches_the_same_weights(assets):
+    from pager.training.trainer import load_training_config, train
+
+    full = train(_cfg(assets, "full"))
+    assert full.global_step == 4 and not full.stopped_early
+    part = train(_cfg(assets, "part"), stop_after_steps=2)
+    assert part.stopped_early and part.global_step == 2
+    state = part.checkpoint_dir / "training_checkpoint"
+    progress = json.loads((state / "progress.json").read_text())
+    # 6 training panoramas, batch 1, accumulation 2: 3 steps per epoch; 2 steps = 4 batches into epoch 0
+    assert progress == {"global_step": 2, "epoch": 0, "batches_in_epoch": 4, "best_metric": None}
+
+    # resume the way train.py does: the stored config, plus the resume path
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+    cfg = load_training_config(None, {}, resume_path=str(state))
+    assert cfg.training.max_train_steps == 4 and cfg.logging.run_name == "part"
+    resumed = train(cfg)
+    assert resumed.global_step == 4 and resumed.run_dir == part.run_dir
+    for variant in ("original", "EMA"):
+        a = _weights(full.checkpoint_dir / variant)
+        b = _weights(resumed.checkpoint_dir / variant)
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-6, atol=1e-7, msg=f"{variant}/{k}")
+    # training did change the trained (attention) weights, and only those
+    base = _weights(Path(assets["base"]) / "unet")
+    trained = _weights(full.checkpoint_dir / "original")
+    changed = {k for k in base if not torch.equal(base[k], trained[k])}
+    assert changed and all("transformer_blocks" in k for k in changed)
+    assert any(not torch.equal(a, b) for a, b in zip(_weights(full.checkpoint_dir / "EMA").values(), trained.values()))
+
+
+def test_checkpoint_loads_with_from_pretrained_and_trains_uv(assets):
+    from pager.model import Pager
+    from pager.training.trainer import train
+
+    cfg = _cfg(
+        assets, "normals_uv",
+        **{"model.modality": "normals", "model.unet_positional_encoding": "uv", "training.max_train_steps": 2,
+           "training.gradient_accumulation_steps": 1, "training.gradient_checkpointing": False,
+           "validation.run_tiny_validation": True,
+           "validation.tiny_val_frequency": 2, "logging.img_report_frequency": 2, "logging.report_to": "tensorboard"},
+    )
+    result = train(cfg)
+    ckpt = result.checkpoint_dir
+    assert (ckpt / "EMA" / "config.json").is_file() and (ckpt / "original" / "config.json").is_file()
+    saved = OmegaConf.load(ckpt / "config.yaml")
+    assert saved.model.modality == "normals" and saved.model.normals_frame == "pager"
+    assert saved.model.unet_positional_encoding == "uv" and saved.model.face_size == 32
+    assert set(result.tiny_val_metrics) >= {"tiny_val/mean", "tiny_val/median"}
+    assert list((result.run_dir / "images").glob("train_rgb_pred_gt_error_*.jpg"))
+    assert list((result.run_dir / "logs").rglob("events.out.tfevents.*"))
+
+    model = Pager.from_pretrained(ckpt, device="cpu")
+    assert model.modalities == ("normals",) and model.configs["normals"].normals_frame == "pager"
+    assert model.unets["normals"].config.in_channels == 10
+    out = model.predict(torch.zeros(1, 3, 64, 128), face_size=32)
+    assert out["normals"].shape == (1, 3, 64, 128) and torch.isfinite(out["normals"]).all()
+    # conv_in was widened with zero weights for the 2 uv channels and is trained with the attention layers
+    start = _weights(Path(assets["base"]) / "unet")["conv_in.weight"]
+    original = _weights(ckpt / "original")["conv_in.weight"]
+    assert start.shape[1] == 8 and original.shape[1] == 10
+    assert not torch.equal(original[:, 8:], torch.zeros_like(original[:, 8:]))
+    assert model.unets["normals"].conv_in.weight.shape[1] == 10
+
+
+def test_select_trainable_parameters():
+    from diffusers import UNet2DConditionModel
+
+    from pager.model.tiny import tiny_unet_config
+    from pager.training.trainer import select_trainable_parameters
+
+    unet = UNet2DConditionModel(**tiny_unet_config(10, 16))
+    params = select_trainable_parameters(unet, True, "uv")
+    names = {n for n, p in unet.named_parameters() if p.requires_grad}
+    assert len(params) == len(names)
+    assert {"conv_in.weight", "conv_in.bias"} <= names
+    assert all("transformer_blocks" in n or n.startswith("conv_in.") for n in names)
+    assert not any("resnets" in n for n in names)
+    select_trainable_parameters(unet, True, "RoPE")
+    assert not unet.conv_in.weight.requires_grad
+    assert len(select_trainable_parameters(unet, False, "RoPE")) == len(list(unet.parameters()))
+
+
+def test_new_run_refuses_an_existing_run_folder(assets):
+    from pager.training.trainer import train
+
+    run = assets["root"] / "runs" / "taken"
+    run.mkdir(parents=True)
+    (run / "something").write_text("x")
+    with pytest.raises(FileExistsError, match="already exists"):
+        train(_cfg(assets, "taken"))
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_cpu_processes(assets, tmp_path):
+    runs = tmp_path / "runs"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", str(REPO / "train.py"),
+        "--pretrained_path", str(assets["base"]), "--data_path", str(assets["data"]), "--dataset", "Synthetic",
+        "--face_size", "32", "--batch_size", "1", "--max_train_steps", "2", "--num_workers", "0",
+        "--run_validation", "true", "--run_tiny_validation", "false", "--report_to", "none",
+        "--save_path", str(runs), "--run_name", "ddp", "--gradient_checkpointing", "false",
+    ]
+    # CPU processes with the gloo backend (accelerate launch --cpu alone starts a single process without MPI)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ckpt = runs / "ddp" / "checkpoint-last"
+    assert (ckpt / "EMA" / "diffusion_pytorch_model.safetensors").is_file()
+    state = ckpt / "training_checkpoint"
+    # one RNG state per process, and the step counter of the whole run
+    assert {p.name for p in state.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    assert json.loads((state / "progress.json").read_text())["global_step"] == 2
+    assert "val/abs_rel" in proc.stdout
