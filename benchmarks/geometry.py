@@ -28,6 +28,9 @@ from pager.geometry import cube_pad, cubemap_to_erp, erp_to_cubemap  # noqa: E40
 from pager.geometry.cube_padding import _pad_table  # noqa: E402
 
 
+CLOCK = time.perf_counter
+
+
 def timeit_many(fns: Dict[str, Callable[[], object]], device: torch.device, repeat: int, warmup: int = 2) -> Dict[str, float]:
     """Best-of-``repeat`` wall time of each function, runs interleaved (A, B, C, A, B, C, ...) so that
     a shared machine's load hits all candidates alike; the minimum is the least noisy estimator."""
@@ -43,10 +46,10 @@ def timeit_many(fns: Dict[str, Callable[[], object]], device: torch.device, repe
     times: Dict[str, List[float]] = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fn()
             sync()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(CLOCK() - t0)
     return {k: min(v) for k, v in times.items()}
 
 
@@ -83,7 +86,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--face", type=int, default=512)
     ap.add_argument("--skip-peers", action="store_true", help="skip pytorch360convert / py360convert")
+    ap.add_argument(
+        "--clock", choices=("wall", "cpu"), default="wall",
+        help="wall: elapsed time; cpu: CPU time of this process (all threads), less sensitive to other load",
+    )
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     h, w, fs = args.height, 2 * args.height, args.face
@@ -120,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     rows.append(("e2c %dx%d -> 6x%d" % (w, h, fs), fmt(t_e2c), fmt(p_e2c), speed(p_e2c, t_e2c), fmt(n_e2c), speed(n_e2c, t_e2c)))
     rows.append(("c2e 6x%d -> %dx%d" % (fs, w, h), fmt(t_c2e), fmt(p_c2e), speed(p_c2e, t_c2e), fmt(n_c2e), speed(n_c2e, t_c2e)))
-    print(f"\ndevice={device} threads={torch.get_num_threads()} torch={torch.__version__} (float32, best of {args.repeat} interleaved runs; conv rows best of {4 * args.repeat})")
+    print(f"\ndevice={device} threads={torch.get_num_threads()} torch={torch.__version__} clock={args.clock} (float32, best of {args.repeat} interleaved runs; conv rows best of {4 * args.repeat})")
     print(f"{'ERP <-> cube':28s} {'ours':>12s} {'pytorch360':>12s} {'speed-up':>8s} {'py360convert':>12s} {'speed-up':>8s}")
     for r in rows:
         print(f"{r[0]:28s} {r[1]:>12s} {r[2]:>12s} {r[3]:>8s} {r[4]:>12s} {r[5]:>8s}")

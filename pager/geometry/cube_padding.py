@@ -112,8 +112,8 @@ _FULL_GATHER_MAX_FACE = 32
 
 
 @functools.lru_cache(maxsize=256)
-def _pad_index(fs: int, sides: Sides, channels: int, device: torch.device):
-    """Flat gather/scatter indices over one panorama ``[6*C*F*F] -> [6*C*Hp*Wp]`` for ``channels``."""
+def _pad_index_one(fs: int, sides: Sides, channels: int):
+    """Flat (long, CPU) gather/scatter indices over one panorama ``[6*C*F*F] -> [6*C*Hp*Wp]``."""
     left, right, top, bottom = sides
     hp, wp = fs + top + bottom, fs + left + right
     src_stride_f, dst_stride_f = channels * fs * fs, channels * hp * wp
@@ -129,10 +129,9 @@ def _pad_index(fs: int, sides: Sides, channels: int, device: torch.device):
     out = {}
     if corners is not None:
         cf, cp, fa, pa, fb, pb = corners
-        out["c_dst"] = flat(cf, cp, dst_stride_f, hp * wp).to(device)
-        c_src_a = flat(fa, pa, src_stride_f, fs * fs)
-        out["c_src_a"] = c_src_a.to(device)
-        out["c_src_b"] = flat(fb, pb, src_stride_f, fs * fs).to(device)
+        out["c_dst"] = flat(cf, cp, dst_stride_f, hp * wp)
+        out["c_src_a"] = flat(fa, pa, src_stride_f, fs * fs)
+        out["c_src_b"] = flat(fb, pb, src_stride_f, fs * fs)
     if fs <= _FULL_GATHER_MAX_FACE:
         # one index for the whole padded output: interior pixels map to themselves, corners to
         # source a (overwritten by the mean afterwards)
@@ -144,13 +143,33 @@ def _pad_index(fs: int, sides: Sides, channels: int, device: torch.device):
         full[inner_dst] = inner_src
         full[e_dst] = e_src
         if corners is not None:
-            full[out["c_dst"].cpu()] = c_src_a
-        small = full.numel() < 2**31 and 6 * channels * fs * fs < 2**31
-        out["full"] = full.to(torch.int32 if small else torch.long).to(device)
+            full[out["c_dst"]] = out["c_src_a"]
+        out["full"] = full
     else:
-        out["e_dst"] = e_dst.to(device)
-        out["e_src"] = e_src.to(device)
-    return out
+        out["e_dst"] = e_dst
+        out["e_src"] = e_src
+    return out, src_stride_f * 6, dst_stride_f * 6
+
+
+@functools.lru_cache(maxsize=256)
+def _pad_index(fs: int, sides: Sides, channels: int, n: int, device: torch.device):
+    """1-D indices over a whole batch of ``n`` panoramas (flat input / output), on ``device``; int32
+    where it fits (1-D ``index_select`` with them is the fastest gather on the CPU)."""
+    one, src_size, dst_size = _pad_index_one(fs, sides, channels)
+    src_off = (torch.arange(n) * src_size).view(n, 1)
+    dst_off = (torch.arange(n) * dst_size).view(n, 1)
+    dtype = torch.int32 if max(n * src_size, n * dst_size) < 2**31 else torch.long
+    out = {}
+    for key, val in one.items():
+        off = dst_off if key in ("c_dst", "e_dst") else src_off
+        if key == "full":
+            off = src_off  # values index the input; positions follow the output layout
+        out[key] = (off + val.view(1, -1)).reshape(-1)
+    if "c_src_a" in out:
+        # both sources of every corner in one index: [a (all corners), b (all corners)]
+        out["c_src_ab"] = torch.cat((out.pop("c_src_a"), out.pop("c_src_b")))
+    # index_copy_ needs long indices; index_select takes int32
+    return {k: v.to(torch.long if k.endswith("_dst") else dtype).to(device) for k, v in out.items()}
 
 
 def _as_sides(pad: Optional[int], sides: Optional[Sequence[int]]) -> Sides:
@@ -189,20 +208,19 @@ def cube_pad(faces: torch.Tensor, pad: Optional[int] = 1, sides: Optional[Sequen
         return faces
     n = n6 // 6
     hp, wp = h + top + bottom, w + left + right
-    idx = _pad_index(h, sd, c, _normalize_device(faces.device))
-    x = faces.contiguous()
-    xf = x.view(n, 6 * c * h * w)
+    idx = _pad_index(h, sd, c, n, _normalize_device(faces.device))
+    xf = faces.contiguous().view(-1)
     if "full" in idx:
-        of = xf.index_select(1, idx["full"])
+        of = xf.index_select(0, idx["full"])
         out = of.view(n6, c, hp, wp)
     else:
-        out = x.new_empty((n6, c, hp, wp))
-        out[:, :, top : top + h, left : left + w] = x
-        of = out.view(n, 6 * c * hp * wp)
-        of.index_copy_(1, idx["e_dst"], xf.index_select(1, idx["e_src"]))
+        out = faces.new_empty((n6, c, hp, wp))
+        out[:, :, top : top + h, left : left + w] = faces
+        of = out.view(-1)
+        of.index_copy_(0, idx["e_dst"], xf.index_select(0, idx["e_src"]))
     if "c_dst" in idx:
-        corner = (xf.index_select(1, idx["c_src_a"]) + xf.index_select(1, idx["c_src_b"])) * 0.5
-        of.index_copy_(1, idx["c_dst"], corner)
+        corner = xf.index_select(0, idx["c_src_ab"]).view(2, -1).mean(dim=0)
+        of.index_copy_(0, idx["c_dst"], corner)
     return out
 
 
