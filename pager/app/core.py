@@ -1,0 +1,283 @@
+"""The demo's logic without any UI: validate an uploaded panorama, predict, and write every output file.
+
+:class:`DemoPredictor` wraps a :class:`pager.pipeline.PagerPipeline`; :meth:`DemoPredictor.run` returns a
+:class:`DemoResult` with images for display and paths of the downloadable files. The Gradio layer
+(:mod:`pager.app.demo`) only turns ``ValueError`` into messages in the page.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+ProgressFn = Callable[[float, str], None]
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+
+DEFAULT_MAX_FILE_MB = 50.0
+DEFAULT_MAX_MEGAPIXELS = 64.0
+DEFAULT_MAX_HEIGHT = 1024
+ASPECT_TOLERANCE = 0.05  # width / height must be within 2 * (1 +- 5 %)
+MIN_HEIGHT = 16
+
+
+def example_images() -> List[Path]:
+    """The bundled example panoramas (``pager/assets/examples/*.jpg``), sorted."""
+    if not EXAMPLES_DIR.is_dir():
+        return []
+    return sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+
+
+def load_panorama(
+    path: Optional[PathLike],
+    max_file_mb: float = DEFAULT_MAX_FILE_MB,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> np.ndarray:
+    """Read and check an uploaded panorama: uint8 ``[H, W, 3]``.
+
+    Raises ``ValueError`` with a message meant for the user when there is no file, the file is too
+    large, cannot be decoded as an image, has too many pixels, or is not a 2:1 equirectangular image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from pager.io_utils import image_to_float, read_image
+
+    if path is None or str(path) == "":
+        raise ValueError("No image given: upload an equirectangular panorama or pick an example.")
+    p = Path(path)
+    name = p.name
+    if not p.is_file():
+        raise ValueError(f"The uploaded file {name} could not be found on the server; please upload it again.")
+    size_mb = p.stat().st_size / 1e6
+    if size_mb > max_file_mb:
+        raise ValueError(f"{name} is {size_mb:.1f} MB; this demo accepts files up to {max_file_mb:g} MB.")
+    try:  # header only: refuse huge images before decoding them
+        with Image.open(p) as img:
+            w, h = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise ValueError(f"{name} is not a readable image file (PNG, JPEG, ...).") from None
+    if w * h > max_megapixels * 1e6:
+        raise ValueError(
+            f"{name} is a huge image ({w}x{h} = {w * h / 1e6:.0f} megapixels); "
+            f"this demo accepts up to {max_megapixels:g} megapixels."
+        )
+    ratio = w / max(h, 1)
+    if abs(ratio / 2.0 - 1.0) > ASPECT_TOLERANCE:
+        raise ValueError(
+            f"{name} is {w}x{h} (aspect {ratio:.2f}:1), which is not an equirectangular 360-degree panorama: "
+            "expected a width of twice the height (2:1)."
+        )
+    if h < MIN_HEIGHT:
+        raise ValueError(f"{name} is too small ({w}x{h}); use a panorama at least {2 * MIN_HEIGHT}x{MIN_HEIGHT}.")
+    try:
+        arr = read_image(p, what="panorama")
+        rgb = image_to_float(arr)
+    except (ValueError, OSError) as exc:
+        logger.info("cannot decode %s: %s", p, exc)
+        raise ValueError(f"{name} is not a readable image file: it is damaged or truncated.") from None
+    return np.rint(rgb * 255.0).astype(np.uint8)
+
+
+def _resize(rgb: np.ndarray, height: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb).resize((2 * height, height), Image.LANCZOS))
+
+
+def png16_scale_for(depth: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
+    """The largest of 1000, 500, 200, 100, ... (steps per metre) at which ``depth`` fits in 16 bits."""
+    valid = np.isfinite(depth) if mask is None else (mask & np.isfinite(depth))
+    top = float(depth[valid].max()) if valid.any() else 1.0
+    for scale in (1000.0, 500.0, 200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0):
+        if top * scale <= 65535:
+            return scale
+    return 65535.0 / top
+
+
+@dataclass
+class DemoResult:
+    """What one prediction shows and offers: images are uint8 ``[H, W, 3]``; ``files`` are paths to download."""
+
+    depth_image: Optional[np.ndarray] = None
+    normals_image: Optional[np.ndarray] = None
+    point_cloud: Optional[Path] = None
+    files: List[Path] = field(default_factory=list)
+    message: str = ""
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+
+class DemoPredictor:
+    """Runs the pipeline for the demo and writes the outputs below ``output_root`` (one folder per request).
+
+    Args:
+        pipeline: a loaded :class:`pager.pipeline.PagerPipeline` (anything with ``modalities`` and ``__call__``).
+        output_root: where result folders go (default: a fresh temporary folder); folders older than
+            ``keep_seconds`` are removed when a new request starts.
+        max_height: larger panoramas are downscaled to this height (width 2x) before prediction.
+        face_size: cube face size passed to the pipeline (default: the checkpoint's).
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        output_root: Optional[PathLike] = None,
+        max_height: int = DEFAULT_MAX_HEIGHT,
+        face_size: Optional[int] = None,
+        max_file_mb: float = DEFAULT_MAX_FILE_MB,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+        keep_seconds: float = 3600.0,
+    ) -> None:
+        if max_height < MIN_HEIGHT:
+            raise ValueError(f"max_height must be at least {MIN_HEIGHT}, got {max_height}")
+        self.pipeline = pipeline
+        self.output_root = Path(output_root) if output_root else Path(tempfile.mkdtemp(prefix="pager-app-"))
+        self.output_root.mkdir(parents=True, exist_ok=True)
+        self.max_height = int(max_height)
+        self.face_size = face_size
+        self.max_file_mb = max_file_mb
+        self.max_megapixels = max_megapixels
+        self.keep_seconds = keep_seconds
+        self._lock = threading.Lock()
+
+    @property
+    def modalities(self) -> Tuple[str, ...]:
+        return tuple(self.pipeline.modalities)
+
+    def _new_folder(self, stem: str) -> Path:
+        now = time.time()
+        for old in self.output_root.iterdir():
+            try:
+                if old.is_dir() and now - old.stat().st_mtime > self.keep_seconds:
+                    shutil.rmtree(old, ignore_errors=True)
+            except OSError:
+                pass
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:40] or "panorama"
+        return Path(tempfile.mkdtemp(prefix=f"{safe}-", dir=self.output_root))
+
+    def run(
+        self,
+        image_path: Optional[PathLike],
+        modalities: Sequence[str] = ("depth", "normals"),
+        point_cloud: bool = True,
+        color_by: str = "rgb",
+        max_points: int = 200_000,
+        progress: Optional[ProgressFn] = None,
+    ) -> DemoResult:
+        """Validate ``image_path``, predict the chosen ``modalities`` and write the outputs.
+
+        Raises ``ValueError`` with a user-facing message for bad input or choices.
+        """
+        from pager.export import (
+            colorize_depth,
+            erp_point_cloud,
+            normals_to_rgb,
+            save_depth_png16,
+            save_image,
+            save_npz,
+            save_point_cloud,
+        )
+
+        def step(frac: float, text: str) -> None:
+            logger.info("%s", text)
+            if progress is not None:
+                progress(frac, text)
+
+        mods = [m for m in ("depth", "normals") if m in set(modalities or ())]
+        if not mods:
+            raise ValueError("Choose at least one output: depth and/or normals.")
+        missing = [m for m in mods if m not in self.modalities]
+        if missing:
+            raise ValueError(f"The loaded model cannot predict {', '.join(missing)} (it has: {', '.join(self.modalities)}).")
+        if point_cloud and "depth" not in mods:
+            raise ValueError("The 3D point cloud needs the depth output: tick 'depth'.")
+        if color_by not in ("rgb", "normals"):
+            raise ValueError(f"Unknown point colouring {color_by!r}: use 'rgb' or 'normals'.")
+        if point_cloud and color_by == "normals" and "normals" not in mods:
+            raise ValueError("Colouring the point cloud by normals needs the normals output: tick 'normals'.")
+        if max_points < 1000:
+            raise ValueError(f"Point budget {max_points} is too small; use at least 1000.")
+
+        step(0.02, "Reading the panorama")
+        rgb = load_panorama(image_path, self.max_file_mb, self.max_megapixels)
+        h0, w0 = rgb.shape[:2]
+        note = ""
+        if h0 > self.max_height:
+            rgb = _resize(rgb, self.max_height)
+            note = f" (downscaled from {w0}x{h0})"
+        elif w0 != 2 * h0:
+            rgb = _resize(rgb, h0)
+        h, w = rgb.shape[:2]
+
+        step(0.1, f"Predicting {' and '.join(mods)} on {w}x{h}")
+        t0 = time.perf_counter()
+        with self._lock:
+            out = self.pipeline(rgb, modalities=tuple(mods), face_size=self.face_size, show_progress=True)
+        seconds = time.perf_counter() - t0
+        meta = dict(out.metadata[0]) if out.metadata else {}
+
+        folder = self._new_folder(Path(str(image_path)).stem)
+        stem = "pager"
+        result = DemoResult(metadata=meta)
+        arrays: Dict[str, np.ndarray] = {}
+        unit = meta.get("depth_unit", "m")
+        depth = mask = normals = None
+        if "depth" in mods:
+            step(0.75, "Colouring the depth map")
+            depth = np.asarray(out.depth[0], dtype=np.float32)
+            mask = np.asarray(out.depth_mask[0], dtype=bool) if out.depth_mask is not None else np.isfinite(depth)
+            label = "depth [m]" if unit == "m" else "relative depth"
+            result.depth_image = colorize_depth(depth, mask, colorbar=True, colorbar_label=label)
+            save_image(folder / f"{stem}_depth_color.png", result.depth_image)
+            scale = png16_scale_for(depth, mask)
+            save_depth_png16(folder / f"{stem}_depth_16bit.png", depth, scale=scale, mask=mask)
+            arrays.update(depth=depth, depth_mask=mask)
+            meta["depth_png16_scale"] = scale
+        if "normals" in mods:
+            step(0.8, "Colouring the normals")
+            normals = np.asarray(out.normals[0], dtype=np.float32)  # [H, W, 3]
+            nmask = np.asarray(out.normals_mask[0], dtype=bool) if out.normals_mask is not None else None
+            result.normals_image = normals_to_rgb(np.moveaxis(normals, -1, 0), nmask)
+            save_image(folder / f"{stem}_normals.png", result.normals_image)
+            arrays.update(normals=np.moveaxis(normals, -1, 0), normals_mask=nmask if nmask is not None else np.ones((h, w), bool))
+        arrays["rgb"] = rgb
+        arrays["metadata"] = np.array(json.dumps(meta, default=str))
+        save_npz(folder / f"{stem}_prediction.npz", **arrays)
+
+        n_points = 0
+        if point_cloud and depth is not None:
+            step(0.85, "Building the point cloud")
+            cloud = erp_point_cloud(
+                depth,
+                rgb if color_by == "rgb" else None,
+                mask=mask,
+                normals=np.moveaxis(normals, -1, 0) if normals is not None else None,
+                max_points=int(max_points),
+            )
+            if len(cloud) == 0:
+                raise ValueError("No valid depth pixel was left for the point cloud (everything masked).")
+            result.point_cloud = save_point_cloud(folder / f"{stem}_pointcloud.glb", cloud)
+            n_points = len(cloud)
+
+        step(0.95, "Done")
+        order = ("_depth_color.png", "_depth_16bit.png", "_normals.png", "_prediction.npz", "_pointcloud.glb")
+        result.files = [folder / f"{stem}{suffix}" for suffix in order if (folder / f"{stem}{suffix}").is_file()]
+        parts = [f"**{w}x{h}**{note}, {', '.join(mods)} in {seconds:.1f} s"]
+        if depth is not None:
+            parts.append(f"depth in {'metres' if unit == 'm' else 'relative units (up to scale)'}; "
+                         f"16-bit PNG stores depth x {meta['depth_png16_scale']:g}")
+        if n_points:
+            parts.append(f"point cloud: {n_points:,} points")
+        result.message = "; ".join(parts) + "."
+        return result

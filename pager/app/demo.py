@@ -1,0 +1,102 @@
+"""The Gradio Blocks page of the PaGeR demo (UI only; the work is done by :class:`pager.app.core.DemoPredictor`)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+from pager.app.core import DemoPredictor, example_images, load_panorama
+
+logger = logging.getLogger(__name__)
+
+TITLE = "PaGeR: 360° panorama geometry"
+DESCRIPTION = (
+    "Upload an equirectangular (2:1) panorama or pick an example, choose the outputs and press **Predict**. "
+    "You get the depth map (with a colour bar), surface normals, an interactive 3D point cloud, and the "
+    "raw results to download (16-bit depth PNG, `.npz`, normals PNG, GLB)."
+)
+
+CSS = """
+#pager-status {min-height: 2em}
+#pager-error {color: #b91c1c; font-weight: 600}
+"""
+
+
+def _theme(gr: Any) -> Any:
+    """A theme with system fonts only, so the page needs no internet (no Google Fonts)."""
+    system = ["ui-sans-serif", "system-ui", "sans-serif"]
+    mono = ["ui-monospace", "monospace"]
+    return gr.themes.Default(font=system, font_mono=mono)
+
+
+def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = None) -> Any:
+    """Build the ``gr.Blocks`` page around ``predictor``; ``examples`` default to the bundled panoramas."""
+    import gradio as gr
+
+    examples = list(examples) if examples is not None else example_images()
+    available = [m for m in ("depth", "normals") if m in predictor.modalities]
+
+    def preview(path: Optional[str]):
+        """Show the uploaded panorama, or an error message instead of it."""
+        if not path:
+            return None, ""
+        try:
+            return load_panorama(path, predictor.max_file_mb, predictor.max_megapixels), ""
+        except ValueError as exc:
+            return None, f"⚠️ {exc}"
+
+    def predict(path: Optional[str], modalities: List[str], point_cloud: bool, color_by: str, max_points: float,
+                progress: gr.Progress = gr.Progress(track_tqdm=True)):
+        def report(frac: float, text: str) -> None:
+            progress(frac, desc=text)
+
+        try:
+            res = predictor.run(path, modalities, point_cloud=point_cloud, color_by=color_by,
+                                max_points=int(max_points), progress=report)
+        except ValueError as exc:
+            raise gr.Error(str(exc), duration=None, print_exception=False) from None
+        except Exception as exc:  # never crash the page: show what went wrong
+            logger.exception("prediction failed")
+            raise gr.Error(f"Prediction failed: {type(exc).__name__}: {exc}", duration=None) from None
+        return (
+            res.depth_image,
+            res.normals_image,
+            str(res.point_cloud) if res.point_cloud else None,
+            [str(f) for f in res.files],
+            res.message,
+            "",
+        )
+
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Panorama (equirectangular, 2:1)", file_types=["image"], type="filepath",
+                                 elem_id="pager-upload")
+                shown = gr.Image(label="Input", interactive=False, elem_id="pager-input")
+                error = gr.Markdown("", elem_id="pager-error")
+                mods = gr.CheckboxGroup(available, value=available, label="Outputs", elem_id="pager-modalities")
+                with gr.Row():
+                    cloud = gr.Checkbox(value="depth" in available, label="3D point cloud", elem_id="pager-cloud")
+                    color_by = gr.Radio(["rgb", "normals"], value="rgb", label="Colour points by")
+                max_points = gr.Slider(1000, 1_000_000, value=200_000, step=1000, label="Maximum points")
+                run = gr.Button("Predict", variant="primary", elem_id="pager-run")
+                if examples:
+                    gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload], label="Examples")
+            with gr.Column(scale=2):
+                status = gr.Markdown("", elem_id="pager-status")
+                with gr.Row():
+                    depth_img = gr.Image(label="Depth", interactive=False, elem_id="pager-depth")
+                    normals_img = gr.Image(label="Normals", interactive=False, elem_id="pager-normals")
+                model3d = gr.Model3D(label="Point cloud (drag to rotate, scroll to zoom)", display_mode="point_cloud",
+                                     clear_color=(0.08, 0.08, 0.1, 1.0), height=420, elem_id="pager-3d")
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="pager-downloads")
+
+        upload.change(preview, inputs=[upload], outputs=[shown, error])
+        run.click(
+            predict,
+            inputs=[upload, mods, cloud, color_by, max_points],
+            outputs=[depth_img, normals_img, model3d, downloads, status, error],
+            concurrency_limit=1,
+        )
+    return demo
