@@ -126,3 +126,15 @@ def test_png16_scale_fits_the_range():
     assert png16_scale_for(np.array([1.0, 60.0])) == 1000.0
     assert png16_scale_for(np.array([1.0, 75.0])) == 500.0
     assert png16_scale_for(np.array([1.0, 1000.0, np.nan])) == 50.0
+
+
+def test_app_cli_defaults_to_localhost_and_fails_cleanly(tmp_path, capsys):
+    import argparse
+
+    from pager.app.cli import add_arguments, main
+
+    args = add_arguments(argparse.ArgumentParser()).parse_args([])
+    assert args.host == "127.0.0.1" and args.port == 7860 and args.checkpoint_path is None
+    assert main(["--checkpoint_path", str(tmp_path / "no_such_checkpoint"), "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("app.py: error:") and "no_such_checkpoint" in err
