@@ -31,6 +31,10 @@ def atomic_write(path: PathLike, mode: str = "wb", overwrite: bool = True) -> It
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600 files; results are ordinary files readable as the umask allows.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()

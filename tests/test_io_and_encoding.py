@@ -1,5 +1,6 @@
 """Atomic writes, image decoding, and the depth <-> [-1, 1] mapping."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -18,6 +19,9 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
             handle.write(b"half")
             raise RuntimeError("interrupted")
     assert target.read_bytes() == b"old"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # no temp file left behind
     with pytest.raises(FileExistsError):
         atomic_save(target, b"new", overwrite=False)
