@@ -12,6 +12,7 @@ which must also be applied to the normal vectors (they are world-frame vectors, 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Union
 
 import torch
@@ -43,9 +44,9 @@ def roll_erp(x: torch.Tensor, shift_px: ShiftLike) -> torch.Tensor:
         cols = torch.arange(w, device=x.device).view(1, w)
         src = torch.remainder(cols - shift_px.to(x.device).view(b, 1).long(), w)  # [B, W]
         return torch.gather(x, -1, src.view(b, 1, 1, w).expand(b, c, h, w))
-    if isinstance(shift_px, bool) or not isinstance(shift_px, int):
+    if isinstance(shift_px, bool) or not isinstance(shift_px, numbers.Integral):
         raise ValueError(f"shift_px must be an int or an integer tensor [B], got {type(shift_px).__name__}")
-    return torch.roll(x, shift_px, dims=-1)
+    return torch.roll(x, int(shift_px), dims=-1)
 
 
 def rotate_normals_yaw(normals: torch.Tensor, angle: Union[float, torch.Tensor]) -> torch.Tensor:
@@ -78,5 +79,5 @@ def roll_normals(normals: torch.Tensor, shift_px: ShiftLike) -> torch.Tensor:
         adt = torch.float64 if normals.dtype == torch.float64 else torch.float32  # MPS has no float64
         angle = shift_px.to(device=normals.device, dtype=adt) * (2.0 * math.pi / w)
     else:
-        angle = 2.0 * math.pi * shift_px / w
+        angle = 2.0 * math.pi * int(shift_px) / w
     return rotate_normals_yaw(rolled, angle)
