@@ -233,7 +233,6 @@ class PagerPipeline:
             if len(missing) == len(wanted):
                 raise ValueError(f"this model predicts {list(self.model.modalities)}; requested {list(wanted)}")
             warnings.warn(f"modalities {missing} are not loaded in this model; skipped", UserWarning, stacklevel=2)
-            logger.warning("modalities %s are not loaded in this model; skipped", missing)
         mods = [m for m in wanted if m in self.model.modalities]
         face_size = int(face_size or self.model.default_face_size)
         entries = _expand_inputs(images)
@@ -250,7 +249,6 @@ class PagerPipeline:
                 h, w = rgb.shape[:2]
                 if w != 2 * h:
                     warnings.warn(f"{name}: {w}x{h} is not a 2:1 equirectangular panorama; it is read as a full sphere (stretched)", UserWarning, stacklevel=2)
-                    logger.warning("%s: %dx%d is not 2:1; read as a full sphere (stretched)", name, w, h)
                 decoded[i] = rgb
             groups: Dict[Tuple[int, int], List[int]] = {}
             for i in chunk:

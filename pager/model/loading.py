@@ -483,6 +483,13 @@ def load_checkpoint(
     return LoadedCheckpoint(unet=unet, config=cfg, folder=folder)
 
 
+def load_checkpoint_config_only(path_or_repo_id: PathLike) -> ModalityConfig:
+    """The :class:`ModalityConfig` of a checkpoint (only ``config.yaml`` is read / downloaded)."""
+    text = os.fspath(path_or_repo_id)
+    folder = resolve_folder(text, "checkpoint", allow_patterns=["config.yaml"])
+    return ModalityConfig.from_yaml_config(read_checkpoint_config(folder), source=text, name=Path(text.rstrip("/")).name)
+
+
 def resolve_default_model() -> Dict[str, str]:
     """Checkpoints of the embedded default model: ``{modality: folder}``; a clear error while absent."""
     root = DEFAULT_WEIGHTS_DIR

@@ -1,0 +1,239 @@
+"""``pager infer`` / ``python inference.py``: run a checkpoint over a dataset split (the original README's command).
+
+Writes, for a checkpoint named ``<ckpt>`` (the last part of its path or repo id) and dataset ``<dataset>``::
+
+    <results_path>/<ckpt>/<dataset>/example_images/<id>.jpg   every img_report_frequency-th sample:
+                                                               RGB | prediction (or the prediction alone
+                                                               with --pred_only); depth in the Spectral
+                                                               colormap clipped at the 99th percentile
+    <results_path>/<ckpt>/<dataset>/eval/<id>.npz              with --generate_eval: ``arr_0`` = the raw ERP
+                                                               prediction at the dataset's resolution
+                                                               (depth [H, W] in metres -- or relative units
+                                                               for relative checkpoints --, normals [3, H, W]
+                                                               unit vectors in PaGeR's world frame), plus
+                                                               ``mask`` (the prediction's valid pixels)
+
+Depth is decoded with the checkpoint's own depth range (never the dataset's) and masks are kept separate
+from the predictions. Under ``accelerate launch --num_processes N`` (``--cpu`` for CPU processes) the samples
+are split between the processes without padding, so every sample is written exactly once. Existing output
+files are an error unless ``--overwrite`` is given.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Model-loading options a user might try on the command line; the checkpoint's config.yaml wins (warning).
+IGNORED_MODEL_OPTIONS = ("modality", "pretrained_path", "unet_positional_encoding", "vae_use_RoPE", "metric_depth",
+                         "log_scale", "min_depth", "max_depth", "normals_frame")
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> Tuple[argparse.ArgumentParser, Any]:
+    """Register the inference options: one per leaf of ``configs/inference.yaml`` plus a few flags."""
+    from pager.config import add_config_arguments, load_config
+
+    template = load_config(None, "inference.yaml")
+    existing = {a.dest for a in parser._actions}
+    if "config" not in existing:
+        parser.add_argument("--config", "--configs", dest="config", default=None,
+                            help="YAML config file (default: the packaged configs/inference.yaml)")
+    add_config_arguments(parser, template)
+    parser.add_argument("--variant", default=None, choices=("EMA", "original"), help="UNet variant of a training checkpoint")
+    parser.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    parser.add_argument("--max_samples", type=int, default=None, help="stop after this many samples (quick checks)")
+    group = parser.add_argument_group("model-loading options (ignored: the checkpoint's config.yaml decides)")
+    for name in IGNORED_MODEL_OPTIONS:
+        if name not in {a.dest for a in parser._actions}:
+            group.add_argument(f"--{name}", type=_yaml_value, default=None, help=argparse.SUPPRESS)
+    return parser, template
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """``pager infer`` sub-command."""
+    parser = subparsers.add_parser("infer", help="run a checkpoint over a dataset split (same as inference.py)",
+                                   description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Stand-alone parser of ``inference.py``."""
+    parser = argparse.ArgumentParser(prog="inference.py", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return parser
+
+
+def resolve(args: argparse.Namespace) -> Any:
+    """Config = packaged inference template < the ``--config`` YAML < command-line options.
+
+    The ``--config`` file may be flat like ``configs/inference.yaml`` or sectioned like the training
+    template ``configs/base.yaml`` (``data.dataset``, ``logging.img_report_frequency``, ...): leaves are
+    matched by name.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    from pager.config import iter_leaves, load_config, resolve_config
+
+    template = load_config(None, "inference.yaml")
+    user, _ = resolve_config(args, template, default_config="inference.yaml")
+    merged = OmegaConf.create(OmegaConf.to_container(template, resolve=False))
+    for path, value in iter_leaves(user):
+        if len(path) > 1 and path[-1] in merged and path[0] != "model":
+            merged[path[-1]] = value
+    for key in user.keys():
+        value = user.get(key)
+        if not isinstance(value, DictConfig):
+            merged[str(key)] = value
+    return merged
+
+
+def checkpoint_name(source: Any) -> str:
+    """``prs-eth/PaGeR-depth`` -> ``PaGeR-depth``; a folder -> its name."""
+    return Path(str(source).rstrip("/\\")).name or str(source)
+
+
+def split_indices(n: int, rank: int, world: int) -> List[int]:
+    """Samples of process ``rank`` among ``world``: a strided split without padding (each sample once)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"invalid process rank {rank} of {world}")
+    return list(range(rank, n, world))
+
+
+def _prediction_image(modality: str, pred: np.ndarray) -> np.ndarray:
+    from pager.export import colorize_depth, normals_to_rgb
+
+    if modality == "depth":
+        return colorize_depth(pred, cmap="Spectral", percentile=99.0)
+    return normals_to_rgb(pred)
+
+
+def _rgb_uint8(rgb: Any) -> np.ndarray:
+    """Dataset RGB ``[3, H, W]`` in [-1, 1] -> uint8 ``[H, W, 3]``."""
+    arr = rgb.detach().float().cpu().numpy() if hasattr(rgb, "detach") else np.asarray(rgb, dtype=np.float32)
+    return np.rint((np.clip(arr, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8).transpose(1, 2, 0)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run inference over the dataset; returns the exit code."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from pager.data import build_dataset
+    from pager.export import mosaic, save_image, save_npz
+    from pager.model import Pager
+
+    cfg = resolve(args)
+    overrides = {k: getattr(args, k) for k in IGNORED_MODEL_OPTIONS if getattr(args, k, None) is not None}
+    freq = int(cfg.img_report_frequency or 0)
+    if freq < 0:
+        raise ValueError(f"--img_report_frequency must be >= 0 (0: no example images), got {freq}")
+    batch_size = int(cfg.get("batch_size") or 1)
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+
+    from accelerate import PartialState
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    want_cpu = (
+        os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+        or str(cfg.get("device") or "").startswith("cpu")
+        or (world > 1 and not torch.cuda.is_available())  # e.g. torchrun / accelerate --multi_gpu on a CPU machine
+    )
+    state = PartialState(cpu=want_cpu)
+    device = torch.device(cfg.device) if cfg.get("device") else state.device
+    ckpt = cfg.checkpoint_path if cfg.checkpoint_path else "default"
+    model = Pager.from_pretrained(ckpt, variant=args.variant, torch_dtype=cfg.get("dtype") or "float32", device=device,
+                                  allow_pickle=args.allow_pickle, enable_xformers=bool(cfg.enable_xformers),
+                                  overrides=overrides)
+    dataset = build_dataset(str(cfg.dataset), str(cfg.data_path), split=str(cfg.get("split") or "test"),
+                            scenes=str(cfg.scenes))
+    n = len(dataset)
+    if args.max_samples is not None:
+        n = min(n, int(args.max_samples))
+    ids = [dataset.records[i].id for i in range(n)]
+    names = {m: (checkpoint_name(ckpt) if ckpt != "default" else f"default-{m}") for m in model.modalities}
+    if len(model.modalities) > 1 and ckpt != "default":
+        names = {m: f"{checkpoint_name(ckpt)}-{m}" for m in model.modalities}
+    roots = {m: Path(str(cfg.results_path)) / names[m] / str(cfg.dataset) for m in model.modalities}
+    mine = split_indices(n, state.process_index, state.num_processes)
+
+    def targets(i: int, modality: str) -> List[Path]:
+        out = []
+        if cfg.generate_eval:
+            out.append(roots[modality] / "eval" / f"{ids[i]}.npz")
+        if freq and i % freq == 0:
+            out.append(roots[modality] / "example_images" / f"{ids[i]}.jpg")
+        return out
+
+    if not args.overwrite:
+        clashes = [str(p) for i in mine for m in model.modalities for p in targets(i, m) if p.exists()]
+        if clashes:
+            raise FileExistsError(f"{len(clashes)} output file(s) exist, e.g. {clashes[0]}; pass --overwrite to replace them")
+    if state.is_main_process:
+        for m, root in roots.items():
+            logger.info("%s predictions of %d %s samples -> %s (%d process(es))", m, n, cfg.dataset, root, state.num_processes)
+    face_size = int(cfg.face_size) if cfg.get("face_size") else None
+    written = 0
+    bar = tqdm(total=len(mine), desc=f"inference [{state.process_index}]", unit="pano",
+               disable=args.no_progress or not state.is_local_main_process)
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start:start + batch_size]
+        samples = [dataset[i] for i in chunk]
+        rgb = torch.stack([s["rgb"] for s in samples]).to(device)
+        h, w = rgb.shape[-2:]
+        with torch.inference_mode():
+            pred = model.predict(rgb, face_size=face_size, output_size=(h, w))
+        for k, i in enumerate(chunk):
+            sample_id = ids[i]
+            for m in model.modalities:
+                if m == "depth":
+                    arr, mask = pred["depth"][k].cpu().numpy(), pred["depth_mask"][k].cpu().numpy()
+                else:
+                    arr, mask = pred["normals"][k].cpu().numpy(), pred["normals_mask"][k].cpu().numpy()
+                if cfg.generate_eval:
+                    save_npz(roots[m] / "eval" / f"{sample_id}.npz", arr_0=arr.astype(np.float32), mask=mask)
+                    written += 1
+                if freq and i % freq == 0:
+                    image = _prediction_image(m, arr)
+                    if not cfg.pred_only:
+                        image = mosaic([_rgb_uint8(samples[k]["rgb"]), image])
+                    save_image(roots[m] / "example_images" / f"{sample_id}.jpg", image)
+                    written += 1
+        bar.update(len(chunk))
+    bar.close()
+    state.wait_for_everyone()
+    logger.info("process %d of %d: %d sample(s), %d file(s) written", state.process_index, state.num_processes,
+                len(mine), written)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``inference.py``: errors become one line and exit code 2."""
+    import sys
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(run(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as exc:
+        print(f"inference.py: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,177 @@
+"""``pager predict IMAGE_OR_FOLDER... --out DIR``: depth / normals of your own panoramas.
+
+For every input image ``<stem>`` it writes, atomically, into ``--out``:
+
+* ``<stem>_depth.png``     depth colormap (Spectral, near = red; clipped at the 99th percentile; grey = invalid)
+* ``<stem>_depth16.png``   16-bit depth, ``value = round(depth * depth_scale)`` (millimetres by default; 0 = invalid)
+* ``<stem>_normals.png``   normals as RGB, ``(n + 1) / 2`` with x forward, y up, z right
+* ``<stem>.npz``           ``depth [H, W]`` (metres, or relative for non-metric checkpoints), ``depth_mask``,
+  ``normals [H, W, 3]`` (unit, PaGeR world frame), ``normals_mask``, ``rgb [H, W, 3]`` uint8, and
+  ``metric_depth`` / ``min_depth`` / ``max_depth`` scalars
+
+Existing files are not overwritten unless ``--overwrite`` is given. Several checkpoints can be combined:
+``--checkpoint_path prs-eth/PaGeR-depth prs-eth/PaGeR-normals`` (each checkpoint's config says its modality).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Register ``pager predict``'s arguments on ``parser``."""
+    parser.add_argument("inputs", nargs="+", help="panorama files and/or folders of panoramas")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--checkpoint_path", nargs="+", default=None,
+                        help="checkpoint folder(s) or Hugging Face repo id(s); default: the embedded default model")
+    parser.add_argument("--modalities", nargs="+", default=None, choices=("depth", "normals", "normal"),
+                        help="what to predict (default: every modality of the loaded checkpoints)")
+    parser.add_argument("--variant", default=None, choices=("EMA", "original"), help="UNet variant of a training checkpoint")
+    parser.add_argument("--face_size", type=int, default=None, help="cube face size in pixels (default: the checkpoint's)")
+    parser.add_argument("--output_height", type=int, default=None, help="ERP output height (default: each input's)")
+    parser.add_argument("--batch_size", type=int, default=1, help="panoramas per forward pass")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "fp32", "float16", "fp16", "bfloat16", "bf16"))
+    parser.add_argument("--enable_xformers", action="store_true", help="xformers attention (falls back to SDPA with a warning)")
+    parser.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
+    parser.add_argument("--depth_scale", type=float, default=1000.0, help="16-bit PNG steps per metre (default 1000: mm)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """``pager predict`` sub-command."""
+    parser = subparsers.add_parser("predict", help="predict depth/normals for your own panoramas",
+                                   description=__doc__.split("\n\n")[0])
+    return add_arguments(parser)
+
+
+def collect_images(inputs: Sequence[str]) -> List[Path]:
+    """Expand files and folders (their image files, sorted) into a list; missing paths raise."""
+    from pager.io_utils import IMAGE_SUFFIXES
+
+    out: List[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise FileNotFoundError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            out.extend(files)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+    return out
+
+
+def output_stems(paths: Sequence[Path]) -> List[str]:
+    """File stems, made unique by appending the parent folder name (then an index) on collisions."""
+    stems = [p.stem for p in paths]
+    counts: Dict[str, int] = {}
+    for s in stems:
+        counts[s] = counts.get(s, 0) + 1
+    out: List[str] = []
+    seen: Dict[str, int] = {}
+    for p, s in zip(paths, stems):
+        name = s if counts[s] == 1 else f"{p.parent.name}_{s}"
+        if name in seen:
+            seen[name] += 1
+            name = f"{name}_{seen[name]}"
+        else:
+            seen[name] = 0
+        out.append(name)
+    return out
+
+
+def planned_files(stem: str, out_dir: Path, modalities: Sequence[str]) -> List[Path]:
+    files = [out_dir / f"{stem}.npz"]
+    if "depth" in modalities:
+        files += [out_dir / f"{stem}_depth.png", out_dir / f"{stem}_depth16.png"]
+    if "normals" in modalities:
+        files.append(out_dir / f"{stem}_normals.png")
+    return files
+
+
+def write_outputs(stem: str, out_dir: Path, result: Dict[str, Any], meta: Dict[str, Any], depth_scale: float) -> List[Path]:
+    """Write one panorama's files (see the module docstring); returns the paths."""
+    from pager.export import colorize_depth, normals_to_rgb, save_depth_png16, save_image, save_npz
+
+    written: List[Path] = []
+    arrays: Dict[str, Any] = {"rgb": result["rgb"]}
+    if result.get("depth") is not None:
+        depth, mask = result["depth"], result["depth_mask"]
+        written.append(save_image(out_dir / f"{stem}_depth.png", colorize_depth(depth, mask)))
+        written.append(save_depth_png16(out_dir / f"{stem}_depth16.png", depth, scale=depth_scale, mask=mask))
+        arrays.update(depth=depth, depth_mask=mask, metric_depth=np.bool_(meta.get("metric_depth", False)),
+                      min_depth=np.float32(meta.get("min_depth", 0.0)), max_depth=np.float32(meta.get("max_depth", 0.0)),
+                      log_scale=np.bool_(meta.get("log_scale", True)))
+    if result.get("normals") is not None:
+        normals, nmask = result["normals"], result["normals_mask"]
+        written.append(save_image(out_dir / f"{stem}_normals.png", normals_to_rgb(np.moveaxis(normals, -1, 0), nmask)))
+        arrays.update(normals=normals, normals_mask=nmask)
+    written.insert(0, save_npz(out_dir / f"{stem}.npz", **arrays))
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``pager predict``; returns the exit code."""
+    from tqdm.auto import tqdm
+
+    from pager.model.pager_model import iter_modalities
+    from pager.pipeline import PagerPipeline
+
+    images = collect_images(args.inputs)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
+    ckpts = args.checkpoint_path
+    if not ckpts:
+        source: Any = "default"
+    elif len(ckpts) == 1:
+        source = ckpts[0]
+    else:
+        from pager.model.loading import load_checkpoint_config_only
+
+        source = {}
+        for ck in ckpts:
+            modality = load_checkpoint_config_only(ck).modality
+            if modality in source:
+                raise ValueError(f"--checkpoint_path: two {modality} checkpoints ({source[modality]}, {ck})")
+            source[modality] = ck
+    pipe = PagerPipeline.from_pretrained(source, variant=args.variant, torch_dtype=args.dtype, device=args.device,
+                                         allow_pickle=args.allow_pickle, enable_xformers=args.enable_xformers)
+    wanted = iter_modalities(args.modalities) if args.modalities else pipe.modalities
+    missing = [m for m in wanted if m not in pipe.modalities]
+    if missing:
+        raise ValueError(f"--modalities {missing}: the loaded checkpoint(s) predict only {list(pipe.modalities)}")
+    stems = output_stems(images)
+    if not args.overwrite:
+        clashes = [str(f) for s in stems for f in planned_files(s, out_dir, wanted) if f.exists()]
+        if clashes:
+            raise FileExistsError(f"{len(clashes)} output file(s) exist, e.g. {clashes[0]}; pass --overwrite to replace them")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(images), desc="pager predict", unit="pano", disable=args.no_progress)
+    for start in range(0, len(images), args.batch_size):
+        chunk = images[start:start + args.batch_size]
+        out = pipe([str(p) for p in chunk], modalities=wanted, face_size=args.face_size, batch_size=len(chunk),
+                   output_height=args.output_height, show_progress=False)
+        for k, path in enumerate(chunk):
+            result = {key: (getattr(out, key)[k] if getattr(out, key) is not None else None)
+                      for key in ("depth", "depth_mask", "normals", "normals_mask", "rgb")}
+            files = write_outputs(stems[start + k], out_dir, result, out.metadata[k], args.depth_scale)
+            logger.debug("%s -> %s", path, ", ".join(f.name for f in files))
+        bar.update(len(chunk))
+    bar.close()
+    logger.info("wrote predictions of %d panorama(s) to %s", len(images), out_dir)
+    return 0
