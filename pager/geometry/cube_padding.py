@@ -82,21 +82,23 @@ def _pad_table(fs: int, sides: Sides):
     edge = row_out ^ col_out
     corner = row_out & col_out
     dst_pix_all = torch.arange(hp * wp)
+    er, ec, e_dst = rr[edge], cc[edge], dst_pix_all[edge]
+    has_corners = bool(corner.any())
+    cr, ccn, c_dst = rr[corner], cc[corner], dst_pix_all[corner]
     e_lists = [[], [], [], []]
     c_lists = [[], [], [], [], [], []]
     for f in range(6):  # table construction only (cached), not the hot path
-        sf, sp = _source_of(f, rr[edge], cc[edge], fs)
+        sf, sp = _source_of(f, er, ec, fs)
         e_lists[0].append(torch.full_like(sf, f))
-        e_lists[1].append(dst_pix_all[edge])
+        e_lists[1].append(e_dst)
         e_lists[2].append(sf)
         e_lists[3].append(sp)
-        if bool(corner.any()):
-            cr, ccn = rr[corner], cc[corner]
+        if has_corners:
             # value straight above/below (same row, column clamped into the face) and straight beside
             sfa, spa = _source_of(f, cr, ccn.clamp(0, fs - 1), fs)
             sfb, spb = _source_of(f, cr.clamp(0, fs - 1), ccn, fs)
             c_lists[0].append(torch.full_like(sfa, f))
-            c_lists[1].append(dst_pix_all[corner])
+            c_lists[1].append(c_dst)
             c_lists[2].append(sfa)
             c_lists[3].append(spa)
             c_lists[4].append(sfb)

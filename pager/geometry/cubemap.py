@@ -197,16 +197,15 @@ def _c2e_face_coords(height: int, width: int, face_size: int) -> Tuple[torch.Ten
 
     theta, phi = _angles_cached.__wrapped__(height, width, torch.device("cpu"), torch.float64)
     d = angles_to_directions(theta, phi, dim=0)  # [3, H, W] float64, not cached
-    frames = _FACE_FRAMES  # [6, 3, 3]
-    normals = frames[:, 0]  # [6, 3]
-    proj = torch.einsum("fk,khw->fhw", normals, d)  # d . n_f
-    face = proj.argmax(dim=0)  # the face whose axis is closest to the ray
-    n_sel = normals[face].permute(2, 0, 1)  # [3, H, W]
-    r_sel = frames[:, 1][face].permute(2, 0, 1)
-    u_sel = frames[:, 2][face].permute(2, 0, 1)
-    t = 0.5 / (d * n_sel).sum(0)  # ray parameter to hit the face plane
-    a = t * (d * r_sel).sum(0)
-    bcoord = t * (d * u_sel).sum(0)
+    flat = d.reshape(3, -1)
+    proj = _FACE_FRAMES[:, 0] @ flat  # [6, HW]: d . n_f
+    dn, face = proj.max(dim=0)  # the face whose axis is closest to the ray
+    t = 0.5 / dn  # ray parameter to hit the face plane
+    a = t * (_FACE_FRAMES[:, 1] @ flat).gather(0, face[None])[0]
+    bcoord = t * (_FACE_FRAMES[:, 2] @ flat).gather(0, face[None])[0]
+    face = face.view(height, width)
+    a = a.view(height, width)
+    bcoord = bcoord.view(height, width)
     col = ((a + 0.5) * (face_size - 1)).clamp(0, face_size - 1)
     row = ((0.5 - bcoord) * (face_size - 1)).clamp(0, face_size - 1)
     return face, col, row
