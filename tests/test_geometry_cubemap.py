@@ -181,8 +181,9 @@ def test_nearest_keeps_masks_exact():
         erp_to_cubemap(mask, fs)
 
 
-def test_uv_positional_encoding_equals_e2c_of_uv_image():
-    h, w, fs = 256, 512, 24
+@pytest.mark.parametrize("h, fs", [(256, 24), (1024, 96)])  # 96: the latent face of a 768-px face
+def test_uv_positional_encoding_equals_e2c_of_uv_image(h, fs):
+    w = 2 * h
     j = (torch.arange(w, dtype=torch.float64) + 0.5) / w * 2 - 1
     i = (torch.arange(h, dtype=torch.float64) + 0.5) / h * 2 - 1
     uv_img = torch.stack(torch.meshgrid(j, i, indexing="xy")).float()  # [2, H, W]: u, v
