@@ -1,0 +1,149 @@
+"""`pager predict` and `inference.py` / `pager infer`: files, layout, values, no overwrite, multi-process split."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pager.model import Pager, build_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+N_SAMPLES = 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is faster (and far faster on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAGER_CACHE_DIR", str(root / "cache"))
+        base = root / "base"
+        depth = build_tiny_checkpoint(root / "PaGeR-tiny-depth", seed=0, base_dir=base, face_size=16, max_depth=20.0)
+        normals = build_tiny_checkpoint(root / "PaGeR-tiny-normals", modality="normals", seed=1, base_dir=base,
+                                        face_size=16, normals_frame="pager")
+        rng = np.random.default_rng(0)
+        data = root / "data"
+        for k in range(N_SAMPLES):  # the plain layout of the Synthetic reader
+            d = data / "Synthetic" / "indoor" / "test" / f"scene{k // 2}"
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((rng.random((16, 32, 3)) * 255).astype(np.uint8)).save(d / f"{k % 2:04d}_rgb.png")
+            Image.fromarray((rng.random((16, 32)) * 5000 + 500).astype(np.uint16)).save(d / f"{k % 2:04d}_depth.png")
+        imgs = root / "imgs"
+        imgs.mkdir()
+        for name in ("one.png", "two.jpg"):
+            Image.fromarray((rng.random((16, 32, 3)) * 255).astype(np.uint8)).save(imgs / name)
+        yield {"root": root, "depth": depth, "normals": normals, "data": data, "imgs": imgs}
+
+
+def pager_main(argv):
+    from pager.cli.main import main
+
+    return main(argv)
+
+
+def test_predict_writes_every_file(world, tmp_path):
+    out = tmp_path / "out"
+    argv = ["predict", str(world["imgs"]), "--out", str(out), "--checkpoint_path", str(world["depth"]),
+            str(world["normals"]), "--no_progress"]
+    assert pager_main(argv) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{s}{suffix}" for s in ("one", "two")
+                           for suffix in (".npz", "_depth.png", "_depth16.png", "_normals.png"))
+    z = np.load(out / "one.npz")
+    ref = Pager.from_pretrained({"depth": str(world["depth"]), "normals": str(world["normals"])}, device="cpu")
+    rgb = torch.from_numpy(np.asarray(Image.open(world["imgs"] / "one.png"), dtype=np.float32) / 255.0)
+    pred = ref.predict(rgb.permute(2, 0, 1)[None] * 2 - 1, face_size=16)
+    assert np.allclose(z["depth"], pred["depth"][0].numpy(), atol=1e-5)
+    assert np.allclose(z["normals"], pred["normals"][0].permute(1, 2, 0).numpy(), atol=1e-5)
+    assert z["max_depth"] == pytest.approx(20.0) and not bool(z["metric_depth"])
+    png16 = np.asarray(Image.open(out / "one_depth16.png")).astype(np.float64)
+    valid = z["depth_mask"]
+    assert np.allclose(png16[valid], np.round(z["depth"][valid] * 1000.0), atol=1.0)
+    assert np.asarray(Image.open(out / "one_normals.png")).shape == (16, 32, 3)
+    # nothing is silently overwritten
+    before = (out / "one.npz").read_bytes()
+    assert pager_main(argv) == 2
+    assert (out / "one.npz").read_bytes() == before
+    assert pager_main(argv + ["--overwrite"]) == 0
+    assert pager_main(["predict", str(world["imgs"] / "nope.png"), "--out", str(out)]) == 2
+
+
+def infer_args(world, results, *extra):
+    return ["--checkpoint_path", str(world["depth"]), "--data_path", str(world["data"]), "--dataset", "Synthetic",
+            "--results_path", str(results), "--no_progress", *extra]
+
+
+def test_inference_layout_and_values(world, tmp_path, caplog):
+    from pager.cli.infer import main
+
+    results = tmp_path / "results"
+    rc = main(infer_args(world, results, "--generate_eval", "--img_report_frequency", "2", "--log_scale", "false"))
+    assert rc == 0
+    assert "log_scale=False ignored" in caplog.text  # checkpoint YAML wins, with a warning
+    root = results / "PaGeR-tiny-depth" / "Synthetic"
+    evals = sorted(p.stem for p in (root / "eval").glob("*.npz"))
+    from pager.data import build_dataset
+
+    ds = build_dataset("Synthetic", str(world["data"]), split="test")
+    ids = [r.id for r in ds.records]
+    assert evals == sorted(ids)
+    assert sorted(p.stem for p in (root / "example_images").glob("*.jpg")) == sorted(ids[0::2])
+    mosaic = np.asarray(Image.open(root / "example_images" / f"{ids[0]}.jpg"))
+    assert mosaic.shape == (16, 64, 3)  # RGB | prediction
+    # arr_0 is the ERP depth in metres, decoded with the checkpoint's range (max 20 m), not the dataset's
+    model = Pager.from_pretrained(str(world["depth"]), device="cpu")
+    pred = model.predict(ds[1]["rgb"][None], face_size=16)
+    z = np.load(root / "eval" / f"{ids[1]}.npz")
+    assert np.allclose(z["arr_0"], pred["depth"][0].numpy(), atol=1e-5)
+    assert z["arr_0"].max() <= 20.0 + 1e-4 and z["arr_0"].shape == (16, 32)
+    # pred-only images; existing files are not overwritten without --overwrite
+    assert main(infer_args(world, results, "--pred_only", "--img_report_frequency", "1")) == 2
+    assert main(infer_args(world, results, "--pred_only", "--img_report_frequency", "1", "--overwrite")) == 0
+    assert np.asarray(Image.open(root / "example_images" / f"{ids[0]}.jpg")).shape == (16, 32, 3)
+
+
+def test_split_indices_cover_each_sample_once():
+    from pager.cli.infer import split_indices
+
+    for n in (0, 1, 5, 8):
+        for world in (1, 2, 3):
+            parts = [split_indices(n, r, world) for r in range(world)]
+            flat = sorted(i for p in parts for i in p)
+            assert flat == list(range(n))
+
+
+def test_two_processes_write_each_sample_exactly_once(world, tmp_path):
+    pytest.importorskip("accelerate")
+    results = tmp_path / "results"
+    env = dict(os.environ, PAGER_CACHE_DIR=str(world["root"] / "cache"), OMP_NUM_THREADS="1",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    # `--cpu` in accelerate 1.x runs ONE process (its simple launcher); the torchrun launcher
+    # (`--multi_gpu`) starts real processes, which inference.py runs on CPU (gloo) when there is no GPU.
+    launcher = "--multi_gpu" if not torch.cuda.is_available() else "--cpu"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", launcher, "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000),
+           str(REPO / "inference.py"), *infer_args(world, results, "--generate_eval", "--img_report_frequency", "1")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    counts = {int(r): int(k) for r, k in re.findall(r"process (\d) of 2: (\d+) sample", log)}
+    assert counts == {0: 3, 1: 2}, log[-3000:]
+    root = results / "PaGeR-tiny-depth" / "Synthetic"
+    assert len(list((root / "eval").glob("*.npz"))) == N_SAMPLES
+    assert len(list((root / "example_images").glob("*.jpg"))) == N_SAMPLES
