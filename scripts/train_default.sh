@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Reproduce the embedded default model (pager/weights/default) from scratch, on a CPU.
+#
+#   RUN=/work/default_run bash scripts/train_default.sh            # everything (about 1-2 h on 2 cores)
+#   STAGES="eval" RUN=/work/default_run bash scripts/train_default.sh   # only some stages
+#
+# Stages: data vae base encode latent e2e package eval (default: all, in this order).
+# Seeds: training scenes `pager synth --seed 1000` (600 panoramas, 256x512), held-out evaluation scenes
+# `--seed 900000` (100 panoramas; disjoint seeds), VAE/UNet init and sampling seeds below.
+# Every process uses one thread (OMP_NUM_THREADS=1): on a shared 2-core machine, 2 threads per process
+# oversubscribe the cores and run ~10x slower; the two modalities run in parallel instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=${RUN:-/work/default_run}
+DATA=${DATA:-$RUN/data}
+STAGES=${STAGES:-"data vae base encode latent e2e package eval"}
+LATENT_STEPS=${LATENT_STEPS:-1500}
+E2E_STEPS=${E2E_STEPS:-150}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
+mkdir -p "$RUN"
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+
+if has data; then
+  pager synth --out "$DATA/train/Synthetic" --num 600 --height 256 --scenes both --seed 1000 --splits 1 0 0 --no-progress
+  pager synth --out "$DATA/heldout/Synthetic" --num 100 --height 256 --scenes both --seed 900000 --splits 0 0 1 --no-progress
+fi
+if has vae; then  # autoencoder pre-training on RGB, log-depth and normals cube faces
+  python scripts/pretrain_default_vae.py --data_path "$DATA/train" --out "$RUN/vae" --num_panoramas 200 \
+    --steps 450 --final_steps 50 --face_size 64 --final_face_size 128 --threads 1 --seed 0 | tee "$RUN/pretrain_vae.log"
+fi
+if has base; then  # vae/ + scheduler/ + empty-prompt embedding (+ a random unet/ the trainer starts from)
+  python scripts/default_model/base.py --out "$RUN/base" --vae "$RUN/vae" --seed 0
+fi
+if has encode; then  # stage 1 inputs: latents of 400 training panoramas, two shards in parallel
+  for s in 0 1; do
+    python scripts/default_model/train_latent.py encode --base "$RUN/base" --data_path "$DATA/train" --num 400 \
+      --shard $s --num_shards 2 --out "$RUN/latents_$s.pt" > "$RUN/encode_$s.log" 2>&1 &
+  done
+  wait
+fi
+if has latent; then  # stage 1: UNets regress the target latents (fast), depth and normals in parallel
+  for m in depth normals; do
+    python scripts/default_model/train_latent.py train --base "$RUN/base" --latents "$RUN"/latents_0.pt "$RUN"/latents_1.pt \
+      --modality $m --val_path "$DATA/heldout" --out "$RUN/latent_$m" --steps "$LATENT_STEPS" --seed 0 --init_seed 1 \
+      > "$RUN/latent_$m.log" 2>&1 &
+  done
+  wait
+fi
+if has e2e; then  # stage 2: our train.py, end to end in pixel space, starting from stage 1
+  for m in depth normals; do
+    python train.py --config configs/default_$m.yaml --checkpoint_path "$RUN/latent_$m" --data_path "$DATA/train" \
+      --save_path "$RUN/e2e" --max_train_steps "$E2E_STEPS" > "$RUN/e2e_$m.log" 2>&1 &
+  done
+  wait
+fi
+if has package; then
+  python scripts/default_model/package.py --base "$RUN/base" --depth "$RUN/e2e/default_depth/checkpoint-last" \
+    --normals "$RUN/e2e/default_normals/checkpoint-last"
+fi
+if has eval; then  # the 100 held-out panoramas, with our inference + evaluation scripts (default model: no --checkpoint_path)
+  python inference.py --dataset Synthetic --data_path "$DATA/heldout" --split test --results_path "$RUN/eval_default" \
+    --pred_only --generate_eval --overwrite --no_progress
+  python evaluation/depth_evaluation.py --pred_path "$RUN/eval_default" --data_path "$DATA/heldout" --dataset Synthetic \
+    --alignment_type log_shift | tee "$RUN/eval_depth.txt"
+  python evaluation/normals_estimation.py --pred_path "$RUN/eval_default" --data_path "$DATA/heldout" --dataset Synthetic \
+    | tee "$RUN/eval_normals.txt"
+fi
