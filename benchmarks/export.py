@@ -1,6 +1,6 @@
 """Timings of the export path at panorama sizes: colormaps, 16-bit PNG, point cloud build and GLB/PLY writes.
 
-    python benchmarks/bench_export.py [--height 1024] [--max_points 1000000]
+    python benchmarks/export.py [--height 1024] [--max_points 1000000]
 
 Prints one table row per step (median of a few runs, CPU).
 """
