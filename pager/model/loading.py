@@ -342,29 +342,28 @@ def load_empty_prompt_embedding(pretrained_path: str, allow_pickle: bool = False
 
     from pager.io_utils import atomic_write
 
-    if Path(pretrained_path).is_dir():
+    local = Path(pretrained_path).is_dir()
+    if local:
         base = Path(pretrained_path)
     else:
-        base = None
-    shipped = (base / EMPTY_PROMPT_FILE) if base is not None else None
-    if shipped is not None and shipped.is_file():
+        # Hub base: only the small files first, so that a cached embedding needs no text-encoder download.
+        base = resolve_folder(pretrained_path, "base model", allow_patterns=[EMPTY_PROMPT_FILE, "tokenizer/*"])
+    shipped = base / EMPTY_PROMPT_FILE
+    if shipped.is_file():
         return load_file(str(shipped))["embedding"].float()
-    if base is None:
-        # Hub base: try the small shipped file first, so the text encoder is not downloaded needlessly.
-        try:
-            base_small = resolve_folder(pretrained_path, "base model", allow_patterns=[EMPTY_PROMPT_FILE, "tokenizer/*", "text_encoder/config.json"])
-        except FileNotFoundError:
-            base_small = None
-        if base_small is not None and (base_small / EMPTY_PROMPT_FILE).is_file():
-            return load_file(str(base_small / EMPTY_PROMPT_FILE))["embedding"].float()
-        base = resolve_folder(pretrained_path, "base model", allow_patterns=["tokenizer/*", "text_encoder/*"], allow_pickle=allow_pickle)
-    key = _text_encoder_key(base)
+    if local:
+        key = _text_encoder_key(base)
+    else:  # a hub snapshot folder is named after its commit: repo id + revision identify the weights
+        key = hashlib.sha256(f"hub:{pretrained_path}@{base.name}".encode()).hexdigest()[:24]
     cached = _cache_root() / "empty_prompt" / f"{key}.safetensors"
     if cached.is_file():
         try:
             return load_file(str(cached))["embedding"].float()
         except Exception as exc:  # a damaged cache file is recomputed, not trusted
             logger.warning("ignoring unreadable cached embedding %s: %s", cached, exc)
+    if not local:
+        base = resolve_folder(pretrained_path, "base model", allow_patterns=["tokenizer/*", "text_encoder/*"],
+                              allow_pickle=allow_pickle)
     emb = compute_empty_prompt_embedding(base, allow_pickle=allow_pickle)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -467,8 +466,10 @@ def load_checkpoint(
 ) -> LoadedCheckpoint:
     """Read one released-layout checkpoint (folder or repo id): its YAML config and its UNet."""
     text = os.fspath(path_or_repo_id)
-    patterns = ["config.yaml", "*.json"] + ([f"{variant}/*", f"{variant}/unet/*"] if variant else ["unet/*", "EMA/*", "original/*", "EMA/unet/*", "original/unet/*"])
-    folder = resolve_folder(text, "checkpoint", allow_patterns=patterns, allow_pickle=allow_pickle)
+    local = Path(text).expanduser().exists()
+    # Hub: config files first (to choose the UNet folder), then only that folder's weights.
+    folder = resolve_folder(text, "checkpoint", allow_patterns=None if local else ["config.yaml", "*config.json"],
+                            allow_pickle=allow_pickle)
     raw = read_checkpoint_config(folder)
     model_cfg = dict(raw.get("model", {}) or {})
     warn_ignored_overrides(model_cfg, overrides, f"{text}/config.yaml")
@@ -479,6 +480,10 @@ def load_checkpoint(
         if modality != cfg.modality:
             raise ValueError(f"checkpoint {text!r} is a {cfg.modality!r} model, but modality={modality!r} was requested")
     unet_folder = find_unet_folder(folder, variant)
+    if not local:
+        rel = unet_folder.relative_to(folder).as_posix()
+        folder = resolve_folder(text, "checkpoint", allow_patterns=["config.yaml", f"{rel}/*"], allow_pickle=allow_pickle)
+        unet_folder = folder / rel
     unet = load_unet(unet_folder, cfg.unet_in_channels, allow_pickle=allow_pickle, what=f"UNet of {text!r}")
     return LoadedCheckpoint(unet=unet, config=cfg, folder=folder)
 
@@ -512,17 +517,15 @@ def resolve_default_model() -> Dict[str, str]:
 def load_base(pretrained_path: str, checkpoint_folder: Optional[Path] = None, allow_pickle: bool = False):
     """``(vae, empty_prompt_embedding[1, L, D], alpha_cumprod_T-1, T)`` of a base model (repo id or folder)."""
     pretrained_path = _resolve_pretrained(str(pretrained_path), checkpoint_folder)
-    base_local = Path(pretrained_path) if Path(pretrained_path).is_dir() else None
-    if base_local is None:
-        base_local = resolve_folder(pretrained_path, "base model", allow_patterns=["vae/*", "scheduler/*", "*.json", EMPTY_PROMPT_FILE], allow_pickle=allow_pickle)
+    local = Path(pretrained_path).is_dir()
+    if local:
+        base_local = Path(pretrained_path)
+    else:
+        base_local = resolve_folder(pretrained_path, "base model", allow_patterns=["vae/*", "scheduler/*"],
+                                    allow_pickle=allow_pickle)
     vae = load_vae(pretrained_path, base_local, allow_pickle=allow_pickle)
     alpha, T = load_scheduler_alpha(pretrained_path, base_local)
-    if (base_local / EMPTY_PROMPT_FILE).is_file():
-        emb = load_empty_prompt_embedding(str(base_local), allow_pickle=allow_pickle)
-    elif (base_local / "text_encoder").is_dir() or Path(pretrained_path).is_dir():
-        emb = load_empty_prompt_embedding(str(base_local), allow_pickle=allow_pickle)
-    else:
-        emb = load_empty_prompt_embedding(pretrained_path, allow_pickle=allow_pickle)
+    emb = load_empty_prompt_embedding(str(base_local) if local else pretrained_path, allow_pickle=allow_pickle)
     if not math.isfinite(alpha):
         raise ValueError(f"scheduler of {pretrained_path!r} gives a non-finite alpha_cumprod")
     return vae, emb, alpha, T
