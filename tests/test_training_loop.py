@@ -149,6 +149,49 @@ def test_checkpoint_loads_with_from_pretrained_and_trains_uv(assets):
     assert not torch.equal(original[:, 8:], torch.zeros_like(original[:, 8:]))
     assert model.unets["normals"].conv_in.weight.shape[1] == 10
 
+    # the published layout: unet/ (here the EMA weights) + config.yaml
+    from pager.training.checkpoint import export_release
+
+    release = export_release(ckpt, assets["root"] / "release_normals")
+    assert sorted(p.name for p in release.iterdir()) == ["config.yaml", "unet"]
+    ema = _weights(ckpt / "EMA")
+    released = Pager.from_pretrained(release, device="cpu").unets["normals"].state_dict()
+    assert all(torch.equal(released[k], ema[k]) for k in ema)
+
+
+def test_start_from_checkpoint_path_keeps_its_model_config(assets, caplog):
+    from pager.model.tiny import build_tiny_checkpoint
+    from pager.training.trainer import train
+
+    start = build_tiny_checkpoint(assets["root"] / "start_ckpt", modality="depth", positional_encoding="uv",
+                                  base_dir=assets["base"], seed=5, max_depth=20.0, face_size=32)
+    cfg = _cfg(assets, "from_ckpt", **{"model.checkpoint_path": str(start), "training.max_train_steps": 1,
+                                       "training.gradient_accumulation_steps": 1, "training.gradient_checkpointing": False})
+    with caplog.at_level("WARNING"):
+        result = train(cfg, overrides={"model.unet_positional_encoding": "RoPE"})
+    assert any("unet_positional_encoding" in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records)
+    saved = OmegaConf.load(result.checkpoint_dir / "config.yaml")
+    # the checkpoint decides: uv encoding and its 20 m range (not the data set's 75 m)
+    assert saved.model.unet_positional_encoding == "uv" and saved.model.max_depth == 20.0
+    assert saved.model.checkpoint_path == str(start)
+    before, after = _weights(start / "unet"), _weights(result.checkpoint_dir / "original")
+    assert torch.equal(before["conv_out.weight"], after["conv_out.weight"])  # frozen, from the checkpoint
+    assert not torch.equal(before["conv_in.weight"], after["conv_in.weight"])  # uv input weights are trained
+
+
+def test_cli_help_and_errors(capsys):
+    from pager.cli.main import main as pager_main
+    from pager.cli.train import main as train_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        pager_main(["train", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--max_train_steps", "--resume_path", "--only_train_attention_layers", "--face_size", "--pretrained_path"):
+        assert option in text
+    assert train_main(["--resume_path", "/nonexistent/run"]) == 2
+    assert "resume_path" in capsys.readouterr().err
+
 
 def test_select_trainable_parameters():
     from diffusers import UNet2DConditionModel

@@ -48,7 +48,7 @@ from pager.training.checkpoint import (
 )
 from pager.training.ema import EMAModel
 from pager.training.losses import align_relative_depth, depth_losses, normals_losses
-from pager.training.schedule import build_lr_scheduler
+from pager.training.schedule import ExponentialWarmupSchedule, build_lr_scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ __all__ = [
     "select_trainable_parameters",
     "load_training_config",
     "resolve_validation_alignment",
+    "evaluate_model",
 ]
 
 FACES = 6
@@ -503,35 +504,18 @@ class Trainer:
     @torch.no_grad()
     def validate(self, loader, tag: str) -> Dict[str, float]:
         """Metrics of the (EMA) model on a validation loader, averaged over images (all processes)."""
-        from pager.evaluation.metrics import align_prediction, depth_metrics, normals_metrics
-
-        acc = self.accelerator
         mc = self.model_cfg
         alignment = resolve_validation_alignment(_get(self.cfg, "validation.val_alignment", "auto"), mc.metric_depth, mc.log_scale)
         was_training = self.unet.training
         self.unet.eval()
         context = self.ema.average_parameters(self.unet) if self.ema is not None else contextlib.nullcontext()
-        keys: Optional[List[str]] = None
-        rows: List[torch.Tensor] = []
-        with context:
-            for batch in loader:
-                out = self.pager.predict(batch["rgb"], modalities=[self.modality], face_size=self.face_size)
-                mask = batch.get("eval_mask", batch["mask"]).bool()
-                if self.modality == "depth":
-                    gt = batch["depth"].float()
-                    pred = align_prediction(out["depth"][:, None], gt, mask, alignment)
-                    metrics = depth_metrics(pred, gt, mask)
-                else:
-                    gt = batch["normals"].float()
-                    metrics = normals_metrics(out["normals"], gt, mask)
-                keys = list(metrics)
-                rows.append(acc.gather_for_metrics(torch.stack([metrics[k].float() for k in keys], dim=1)))
-        if was_training:
-            self.unet.train()
-        if not rows or keys is None:
-            return {}
-        table = torch.cat(rows)
-        return {f"{tag}/{k}": float(torch.nanmean(table[:, i]).item()) for i, k in enumerate(keys)}
+        try:
+            with context:
+                return evaluate_model(self.pager, self.modality, loader, self.face_size, alignment, tag=tag,
+                                      gather=self.accelerator.gather_for_metrics)
+        finally:
+            if was_training:
+                self.unet.train()
 
     # ---------------------------------------------------------------------------------- checkpoints
     def _saved_config(self) -> DictConfig:
@@ -646,6 +630,9 @@ class Trainer:
 
         if self.state_dir is not None:
             acc.load_state(str(self.state_dir))
+            # the schedule follows the current config (LambdaLR's state also restored the stored multiplier)
+            lr_scheduler.lr_lambdas[0] = ExponentialWarmupSchedule(
+                max_steps, float(opt.lr_exp_warmup_steps), float(_get(cfg, "optimization.lr_final_ratio", 0.01)))
             logger.info("resumed from %s: %s", self.state_dir, self.progress)
 
         logger.info(
@@ -768,6 +755,47 @@ class Trainer:
         acc.end_training()
         logger.info("training finished at step %d; checkpoint %s", result.global_step, result.checkpoint_dir)
         return result
+
+
+@torch.no_grad()
+def evaluate_model(
+    pager: torch.nn.Module,
+    modality: str,
+    batches,
+    face_size: int,
+    alignment: str = "log_shift",
+    tag: str = "val",
+    gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> Dict[str, float]:
+    """Evaluation metrics of ``pager`` over batches of panorama samples, averaged over images.
+
+    Depth: ``pager.evaluation.metrics.depth_metrics`` after ``alignment`` (``metric``, ``log_shift``,
+    ``scale``, ``scale_and_shift``, ...) over each sample's ``eval_mask``; normals: ``normals_metrics``.
+    Returns ``{"<tag>/<metric>": value}``. ``gather`` (e.g. ``accelerator.gather_for_metrics``) collects the
+    per-image rows of every process.
+    """
+    from pager.evaluation.metrics import align_prediction, depth_metrics, normals_metrics
+
+    keys: Optional[List[str]] = None
+    rows: List[torch.Tensor] = []
+    device = pager.device
+    for batch in batches:
+        out = pager.predict(batch["rgb"], modalities=[modality], face_size=face_size)
+        mask = batch.get("eval_mask", batch["mask"]).bool().to(device)
+        if modality == "depth":
+            gt = batch["depth"].float().to(device)
+            pred = align_prediction(out["depth"][:, None], gt, mask, alignment)
+            metrics = depth_metrics(pred, gt, mask)
+        else:
+            gt = batch["normals"].float().to(device)
+            metrics = normals_metrics(out["normals"], gt, mask)
+        keys = list(metrics)
+        row = torch.stack([metrics[k].float() for k in keys], dim=1)
+        rows.append(gather(row) if gather is not None else row)
+    if not rows or keys is None:
+        return {}
+    table = torch.cat(rows)
+    return {f"{tag}/{k}": float(torch.nanmean(table[:, i]).item()) for i, k in enumerate(keys)}
 
 
 def _fmt(metrics: Mapping[str, float]) -> str:
