@@ -62,12 +62,12 @@ def predict_uniform(checkpoint, cube_padding: bool):
 
 def test_cube_padded_prediction_has_no_face_borders(checkpoint):
     cube, erp = predict_uniform(checkpoint, cube_padding=True)
-    assert float(cube.max() - cube.min()) < 1e-8  # uniform, as it must be
+    assert float(cube.max() - cube.min()) < 1e-6  # uniform up to rounding, as it must be
     border, inside = border_and_inside_jumps(erp)
-    assert border <= 3 * inside + 1e-9
+    assert border <= 3 * inside + 1e-7
 
     cube0, erp0 = predict_uniform(checkpoint, cube_padding=False)
     border0, inside0 = border_and_inside_jumps(erp0)
     assert float(cube0.max() - cube0.min()) > 0.1
     assert border0 > 1.5 * inside0  # zero padding: face borders stand out
-    assert border0 > 1e6 * max(border, 1e-12)
+    assert border0 > 1e4 * max(border, 1e-12)

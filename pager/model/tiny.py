@@ -48,7 +48,7 @@ SCHEDULER_CONFIG: Dict[str, Any] = {
 }
 
 TINY_TEXT_HIDDEN = 16
-TINY_VAE_CHANNELS = (8, 16)
+TINY_VAE_CHANNELS = (8, 8, 16, 16)
 TINY_UNET_CHANNELS = (16, 32)
 
 
@@ -85,7 +85,7 @@ def write_tiny_tokenizer(folder: PathLike) -> Path:
 
 
 def tiny_vae_config(sample_size: int = 32) -> Dict[str, Any]:
-    """AutoencoderKL config: 2 levels (scale factor 2), 4 latent channels, a mid-block attention."""
+    """AutoencoderKL config: 4 levels (scale factor 8, like SD), 4 latent channels, a mid-block attention."""
     n = len(TINY_VAE_CHANNELS)
     return dict(
         in_channels=3,
@@ -135,7 +135,7 @@ def tiny_unet(positional_encoding: str = "RoPE", seed: int = 0, face_size: int =
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed + 1)
-    unet = UNet2DConditionModel(**tiny_unet_config(10 if positional_encoding == "uv" else 8, face_size // 2))
+    unet = UNet2DConditionModel(**tiny_unet_config(10 if positional_encoding == "uv" else 8, max(face_size // 8, 2)))
     # Extra field of the reference's configs: must load without error.
     unet.register_to_config(use_RoPE=positional_encoding == "RoPE")
     return unet
@@ -164,7 +164,7 @@ def tiny_text_encoder(vocab_size: int, seed: int = 0):
 def build_tiny_base(base_dir: PathLike, seed: int = 0, face_size: int = 32) -> Path:
     """Write a complete tiny base-model folder (vae, unet, scheduler, text encoder, tokenizer).
 
-    ``face_size`` only sets the configs' nominal ``sample_size``; any multiple of 4 works at run time.
+    ``face_size`` only sets the configs' nominal ``sample_size``; any multiple of 16 works at run time.
     """
     from diffusers import UNet2DConditionModel
 
@@ -172,7 +172,7 @@ def build_tiny_base(base_dir: PathLike, seed: int = 0, face_size: int = 32) -> P
     base_dir.mkdir(parents=True, exist_ok=True)
     _save_model(tiny_vae(seed, face_size), base_dir / "vae")
     torch.manual_seed(seed + 3)
-    _save_model(UNet2DConditionModel(**tiny_unet_config(8, face_size // 2)), base_dir / "unet")
+    _save_model(UNet2DConditionModel(**tiny_unet_config(8, max(face_size // 8, 2))), base_dir / "unet")
     (base_dir / "scheduler").mkdir(exist_ok=True)
     (base_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps(SCHEDULER_CONFIG, indent=2))
     tok_dir = write_tiny_tokenizer(base_dir / "tokenizer")
