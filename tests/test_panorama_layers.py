@@ -121,6 +121,24 @@ def test_group_norm_shares_parameters_and_state_dict() -> None:
     assert norm.weight.grad is not None and norm.weight.grad.abs().sum() > 0
 
 
+def test_group_norm_gradients_and_precision_match_side_by_side_group_norm() -> None:
+    norm = _random_group_norm().double()
+    pano = PanoramaGroupNorm.from_group_norm(norm)
+    # faces with very different means and a large common offset (precision of the combined statistics)
+    x = (torch.randn(12, 8, 3, 3, generator=_gen(6), dtype=torch.float64) * 0.5
+         + torch.arange(12, dtype=torch.float64).view(12, 1, 1, 1) + 1000.0).requires_grad_()
+    g = torch.randn(12, 8, 3, 3, generator=_gen(7), dtype=torch.float64)
+    expected = _unside(norm(_side_by_side(x)))
+    grads_ref = torch.autograd.grad((expected * g).sum(), (x, norm.weight, norm.bias))
+    out = pano(x)
+    grads = torch.autograd.grad((out * g).sum(), (x, pano.weight, pano.bias))
+    assert torch.allclose(out, expected, atol=1e-10)
+    for got, ref in zip(grads, grads_ref):
+        assert torch.allclose(got, ref, atol=1e-9)
+    out32 = PanoramaGroupNorm.from_group_norm(_random_group_norm())(x.detach().float())
+    assert (out32.double() - expected.detach()).abs().max().item() < 1e-3
+
+
 # ------------------------------------------------------------------------------------------------ attention
 def _self_attention(query_dim: int = 16, heads: int = 2, dim_head: int = 8) -> Attention:
     torch.manual_seed(0)

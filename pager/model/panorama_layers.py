@@ -103,15 +103,31 @@ def panorama_group_norm(
         raise ValueError(f"{c} channels cannot be split into {num_groups} groups")
     b, cg = n // faces, c // num_groups
     compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    xg = x.reshape(b, faces, num_groups, cg, -1).to(compute_dtype)
-    var, mean = torch.var_mean(xg, dim=(1, 3, 4), correction=0, keepdim=True)  # [b, 1, G, 1, 1]
-    scale = torch.rsqrt(var + eps)
+    xc = x.to(compute_dtype).contiguous()
+    # 1. per-face statistics with PyTorch's fused GroupNorm kernel: out_f = (x - m_f) * r_f per (face, group)
+    out, mean_f, rstd_f = torch.ops.aten.native_group_norm(xc, None, None, n, c, xc.numel() // max(n * c, 1), num_groups, eps)
+    # 2. panorama statistics (every face has the same count): M = mean(m_f), V = mean(v_f) + mean((m_f - M)^2)
+    mean_f = mean_f.view(b, faces, num_groups)
+    rstd_f = rstd_f.view(b, faces, num_groups)
+    var_f = (rstd_f.reciprocal().square() - eps).clamp_min(0.0)
+    mean = mean_f.mean(dim=1, keepdim=True)
+    var = var_f.mean(dim=1, keepdim=True) + (mean_f - mean).square().mean(dim=1, keepdim=True)
+    rstd = torch.rsqrt(var + eps)
+    # 3. y = (x - M) R w + bias = out_f * (R / r_f) w + ((m_f - M) R w + bias), per (face, channel)
+    scale = (rstd / rstd_f).repeat_interleave(cg, dim=2)  # [b, faces, C]
+    shift = ((mean_f - mean) * rstd).repeat_interleave(cg, dim=2)
     if weight is not None:
-        scale = scale * weight.to(compute_dtype).view(1, 1, num_groups, cg, 1)
-    shift = -mean * scale
+        w = weight.to(compute_dtype)
+        scale, shift = scale * w, shift * w
     if bias is not None:
-        shift = shift + bias.to(compute_dtype).view(1, 1, num_groups, cg, 1)
-    return torch.addcmul(shift, xg, scale).to(x.dtype).reshape(x.shape)
+        shift = shift + bias.to(compute_dtype)
+    out = out.view(n, c, -1)
+    scale, shift = scale.reshape(n, c, 1), shift.reshape(n, c, 1)
+    if torch.is_grad_enabled() and (out.requires_grad or scale.requires_grad or shift.requires_grad):
+        y = torch.addcmul(shift, out, scale)
+    else:
+        y = out.mul_(scale).add_(shift)  # reuse the kernel's output buffer
+    return y.view(x.shape).to(x.dtype)
 
 
 class PanoramaGroupNorm(nn.GroupNorm):
@@ -275,7 +291,7 @@ class PanoramaAttnProcessor:
         input_ndim = hidden_states.ndim
         if input_ndim == 4:
             n_img, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(n_img, channel, height * width).transpose(1, 2)
+            hidden_states = hidden_states.reshape(n_img, channel, height * width).transpose(1, 2)
         elif input_ndim != 3:
             raise ValueError(f"attention input must be [N, C, H, W] or [N, L, C], got shape {tuple(hidden_states.shape)}")
         n_img, seq_len, _ = hidden_states.shape

@@ -119,7 +119,7 @@ def _positions_cached(hw: int, device: torch.device, dtype: torch.dtype, token_o
         pos = _positions_f64(hw)
         if token_order == "reference_vae":
             pos = pos[_reference_vae_index(hw)]
-        return pos.to(device=device, dtype=dtype)
+        return pos.to(dtype=dtype).to(device)  # cast on the CPU first (MPS has no float64)
 
 
 def _norm_device(device: torch.device | str | None) -> torch.device:
@@ -193,7 +193,7 @@ def _cos_sin_cached(
         if token_order == "reference_vae":
             pos = pos[_reference_vae_index(hw)]
         angles = _angles(pos, head_dim)
-        return angles.cos().to(device=device, dtype=dtype), angles.sin().to(device=device, dtype=dtype)
+        return angles.cos().to(dtype=dtype).to(device), angles.sin().to(dtype=dtype).to(device)
 
 
 def _angles(positions: Tensor, head_dim: int) -> Tensor:
@@ -261,6 +261,6 @@ def apply_sphere_rope(x: Tensor, positions: Tensor | None = None, token_order: s
                 f"got {tuple(positions.shape)}"
             )
         angles = _angles(positions, head_dim)
-        cos = angles.cos().to(device=x.device, dtype=x.dtype)
-        sin = angles.sin().to(device=x.device, dtype=x.dtype)
+        cos = angles.cos().to(dtype=x.dtype).to(x.device)
+        sin = angles.sin().to(dtype=x.dtype).to(x.device)
     return _rotate(x, cos, sin)
