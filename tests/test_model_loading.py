@@ -200,3 +200,21 @@ def test_empty_prompt_embedding_cached(env, tmp_path, monkeypatch):
     shutil.rmtree(shipped / "text_encoder")
     save_file({"embedding": first}, str(shipped / "empty_prompt_embedding.safetensors"))
     assert torch.equal(load_empty_prompt_embedding(str(shipped)), first)
+
+
+def test_from_base_widens_uv_and_round_trips(env, erp, tmp_path):
+    plain = Pager.from_base(str(env["base"]), positional_encoding="none", face_size=32).eval()
+    uv = Pager.from_base(str(env["base"]), positional_encoding="uv", face_size=32, max_depth=20.0).eval()
+    assert uv.unets["depth"].config.in_channels == 10
+    # new conv_in inputs are zero: the uv model starts out predicting exactly like the base UNet
+    assert torch.allclose(uv.predict(erp, face_size=32)["depth_values"], plain.predict(erp, face_size=32)["depth_values"], atol=1e-6)
+    with torch.no_grad():
+        for p in uv.unets["depth"].parameters():
+            p.add_(0.01 * torch.randn_like(p))  # "training"
+    out = uv.save_checkpoint(tmp_path / "trained", "depth", variant="EMA", extra_config={"seed": 7})
+    with pytest.raises(FileExistsError):
+        uv.save_checkpoint(out, "depth", variant="EMA")
+    loaded = Pager.from_pretrained(str(out), device="cpu")
+    cfg = loaded.configs["depth"]
+    assert (cfg.positional_encoding, cfg.max_depth, cfg.normals_frame, cfg.face_size) == ("uv", 20.0, "pager", 32)
+    assert torch.equal(loaded.predict(erp)["depth"], uv.predict(erp, face_size=32)["depth"])

@@ -469,6 +469,59 @@ class Pager(nn.Module):
                    panorama_layers=panorama_layers, enable_xformers=enable_xformers)
 
 
+    def checkpoint_config(self, modality: str, extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """The ``config.yaml`` content (``model:`` section + ``extra`` sections) describing one modality."""
+        modality = self._check_modality(modality)
+        cfg = self.configs[modality]
+        raw_model = dict((cfg.raw or {}).get("model", {}) or {})
+        model = {
+            "modality": cfg.modality,
+            "pretrained_path": raw_model.get("pretrained_path"),
+            "unet_positional_encoding": cfg.positional_encoding,
+            "vae_use_RoPE": cfg.vae_use_RoPE,
+            "metric_depth": bool(cfg.metric_depth),
+            "log_scale": bool(cfg.log_scale),
+            "min_depth": float(cfg.min_depth),
+            "max_depth": float(cfg.max_depth),
+            "normals_frame": cfg.normals_frame,
+            "face_size": int(cfg.face_size),
+            "vae_rope_token_order": cfg.vae_rope_token_order,
+        }
+        out: Dict[str, Any] = {k: v for k, v in dict(extra or {}).items() if k != "model"}
+        model.update({k: v for k, v in dict((extra or {}).get("model", {}) or {}).items() if k not in model or model[k] is None})
+        out["model"] = model
+        return out
+
+    def save_checkpoint(self, out_dir: PathLike, modality: str, variant: str = "unet",
+                        extra_config: Optional[Mapping[str, Any]] = None, overwrite: bool = False) -> "Path":
+        """Write one modality in the released layout: ``<out_dir>/<variant>/`` (safetensors UNet) + ``config.yaml``.
+
+        ``variant`` is ``"unet"``, ``"EMA"`` or ``"original"``. The UNet folder is written atomically (built under
+        a temporary name, then renamed); an existing one raises ``FileExistsError`` unless ``overwrite``.
+        ``config.yaml`` (atomic) holds :meth:`checkpoint_config`, so ``Pager.from_pretrained(out_dir)`` rebuilds
+        exactly this model (the base named by ``pretrained_path`` must stay reachable).
+        """
+        from pathlib import Path
+
+        from omegaconf import OmegaConf
+
+        from pager.io_utils import atomic_directory, atomic_save
+
+        if variant not in ("unet", "EMA", "original"):
+            raise ValueError(f"variant must be 'unet', 'EMA' or 'original', got {variant!r}")
+        modality = self._check_modality(modality)
+        out_dir = Path(out_dir)
+        cfg = self.checkpoint_config(modality, extra_config)
+        if not cfg["model"].get("pretrained_path"):
+            raise ValueError("the model's config has no pretrained_path (the base it was built from); pass it in extra_config['model']")
+        unet = self.unets[modality]
+        with atomic_directory(out_dir / variant, overwrite=overwrite) as tmp:
+            # plain nn.Conv2d / GroupNorm keys are unchanged by cube padding and panorama layers
+            unet.save_pretrained(str(tmp), safe_serialization=True)
+        atomic_save(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(cfg)).encode("utf-8"))
+        return out_dir
+
+
 def iter_modalities(value: Union[str, Iterable[str], None]) -> Tuple[str, ...]:
     """Normalise a modality argument (``"depth"``, ``["depth", "normals"]``, ``"normal"``) to a tuple."""
     if value is None:
