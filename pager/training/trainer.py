@@ -568,7 +568,8 @@ class Trainer:
         mp = str(_get(cfg, "training.mixed_precision", "no"))
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mp, torch.float32)
         self.pager.to(acc.device)
-        self.pager.vae.to(dtype=weight_dtype)  # frozen: stored in the compute precision
+        if weight_dtype != torch.float32:
+            self.pager.vae.to(dtype=weight_dtype)  # frozen: stored in the compute precision
         params = select_trainable_parameters(self.unet, bool(_get(cfg, "training.only_train_attention_layers", False)),
                                              str(cfg.model.unet_positional_encoding))
         if bool(_get(cfg, "training.gradient_checkpointing", False)):
