@@ -232,3 +232,28 @@ def test_ema_state_round_trip_and_mismatch():
         EMAModel(torch.nn.Sequential(torch.nn.Linear(2, 2))).load_state_dict(ema.state_dict())
     with pytest.raises(ValueError, match="shape"):
         EMAModel(torch.nn.Linear(3, 2)).load_state_dict(ema.state_dict())
+
+
+def test_normals_consistency_loss_on_floor_and_ceiling():
+    from pager.training.losses import normals_consistency_loss
+
+    h, w = 32, 64
+    phi = math.pi / 2 - math.pi * (torch.arange(h, dtype=torch.float64) + 0.5) / h  # latitude of row centres
+    sin = torch.sin(phi).view(1, 1, h, 1).expand(1, 1, h, w)
+    # floor 1.5 m below the camera, ceiling 2 m above: range = height / |sin(latitude)|
+    depth = torch.where(sin < 0, 1.5 / (-sin), 2.0 / sin).float().requires_grad_(True)
+    gt = torch.zeros(1, 3, h, w)
+    gt[:, 1] = torch.where(sin[:, 0] < 0, 1.0, -1.0).float()  # floor faces up (+y), ceiling down
+    mask = (sin.abs() > 0.3).clone()  # away from the horizon, where floor and ceiling meet
+    loss = normals_consistency_loss(depth, gt, mask)
+    assert loss.item() == pytest.approx(0.0, abs=1e-3)
+    assert normals_consistency_loss(depth, -gt, mask).item() == pytest.approx(2.0, abs=1e-3)
+    tilted = gt.clone()
+    tilted[:, 0], tilted[:, 1] = math.sin(0.5) * gt[:, 1], math.cos(0.5) * gt[:, 1]
+    assert normals_consistency_loss(depth, tilted, mask).item() == pytest.approx(1 - math.cos(0.5), abs=1e-3)
+    normals_consistency_loss(depth, tilted, mask).backward()
+    assert depth.grad is not None and torch.isfinite(depth.grad).all()
+    # GT pixels without a normal (zero vector) are not supervised
+    gt_holes = tilted.clone()
+    gt_holes[..., : w // 2] = 0.0
+    assert normals_consistency_loss(depth.detach(), gt_holes, mask).item() == pytest.approx(1 - math.cos(0.5), abs=1e-3)
