@@ -63,6 +63,8 @@ def _cfg(assets, run_name, **over):
         "optimization.learning_rate": 1e-3,
         "optimization.max_grad_norm": 0.5,
         "loss.grad_loss_weight": 0.5,
+        "loss.normals_consistency_loss_weight": 0.1,
+        "loss.invalid_mask_weight": 0.1,
         "validation.run_validation": False,
         "validation.run_tiny_validation": False,
         "logging.report_to": "none",
@@ -85,6 +87,7 @@ def test_resume_reaches_the_same_weights(assets):
 
     full = train(_cfg(assets, "full"))
     assert full.global_step == 4 and not full.stopped_early
+    assert set(full.last_losses) == {"total_loss", "l1_loss", "grad_loss", "normals_consistency_loss"}
     part = train(_cfg(assets, "part"), stop_after_steps=2)
     assert part.stopped_early and part.global_step == 2
     state = part.checkpoint_dir / "training_checkpoint"
