@@ -138,6 +138,7 @@ def test_checkpoint_loads_with_from_pretrained_and_trains_uv(assets):
     assert saved.model.unet_positional_encoding == "uv" and saved.model.face_size == 32
     assert set(result.tiny_val_metrics) >= {"tiny_val/mean", "tiny_val/median"}
     assert list((result.run_dir / "images").glob("train_rgb_pred_gt_error_*.jpg"))
+    assert list((result.run_dir / "images").glob("tiny_val_rgb_pred_gt_error_*.jpg"))
     assert list((result.run_dir / "logs").rglob("events.out.tfevents.*"))
 
     model = Pager.from_pretrained(ckpt, device="cpu")

@@ -59,6 +59,7 @@ __all__ = [
     "load_training_config",
     "resolve_validation_alignment",
     "evaluate_model",
+    "report_mosaic",
 ]
 
 FACES = 6
@@ -445,37 +446,35 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- reports
     def _report_images(self, batch: Dict[str, Any], t: Dict[str, torch.Tensor], pred: torch.Tensor, tag: str) -> None:
-        """Log ``rgb | prediction | ground truth | error`` of the first panorama of the batch."""
-        from pager.export.visualize import colorize_depth, error_map, mosaic, normals_to_rgb
+        """Log ``rgb | prediction | ground truth | error`` of the first panorama of a training batch."""
         from pager.geometry.cubemap import cubemap_to_erp
 
         with torch.no_grad():
-            rgb = ((batch["rgb"][0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-            mask = t["mask_erp"][0, 0].cpu().numpy()
-            height, width = rgb.shape[:2]
+            height, width = batch["rgb"].shape[-2:]
+            mask = t["mask_erp"][:1]
             if self.modality == "depth":
                 p = pred[:1].float().mean(dim=2, keepdim=True)
                 p = align_relative_depth(p, t["target"][:1], t["mask"][:1], self.model_cfg.log_scale, self.model_cfg.metric_depth)
-                pd = self._erp_depth(p, height, width)[0, 0].cpu().numpy()
-                gd = self._erp_depth_from_erp(t["target_erp"][:1])[0, 0].cpu().numpy()
-                try:
-                    from pager.export.visualize import depth_range
-
-                    vmin, vmax = depth_range(gd, mask)
-                except ValueError:
-                    vmin, vmax = float(pd.min()), float(pd.max()) + 1e-6
-                images = [rgb, colorize_depth(pd, vmin=vmin, vmax=vmax), colorize_depth(gd, mask, vmin=vmin, vmax=vmax),
-                          error_map(pd, gd, mask, relative=True)]
+                pred_erp = self._erp_depth(p, height, width)
+                gt_erp = self._erp_depth_from_erp(t["target_erp"][:1])
             else:
-                pn = cubemap_to_erp(pred[:1].float(), height, width, mode="bilinear")
-                pn = pn / pn.norm(dim=1, keepdim=True).clamp_min(1e-6)
-                gn = t["target_erp"][:1]
-                ang = torch.rad2deg(torch.acos((pn * gn).sum(dim=1).clamp(-1, 1)))[0].cpu().numpy()
-                images = [rgb, normals_to_rgb(pn[0].cpu().numpy()), normals_to_rgb(gn[0].cpu().numpy(), mask),
-                          colorize_depth(ang, mask, cmap="inferno", vmin=0.0, vmax=90.0)]
-            image = mosaic(images, gap=2)
-        step = self.progress.global_step
-        self._log_image(f"{tag}/rgb_pred_gt_error", image, step)
+                pred_erp = cubemap_to_erp(pred[:1].float(), height, width, mode="bilinear")
+                gt_erp = t["target_erp"][:1]
+            image = report_mosaic(batch["rgb"][0], pred_erp[0], gt_erp[0], mask[0], self.modality)
+        self._log_image(f"{tag}/rgb_pred_gt_error", image, self.progress.global_step)
+
+    def _report_validation(self, tag: str):
+        """Callback for :func:`evaluate_model`: the first validation panorama's mosaic (main process)."""
+
+        def report(batch: Dict[str, Any], pred: torch.Tensor) -> None:
+            if not self.accelerator.is_main_process:
+                return
+            gt = batch["depth" if self.modality == "depth" else "normals"][0].float()
+            mask = batch.get("eval_mask", batch["mask"])[0].bool()
+            image = report_mosaic(batch["rgb"][0], pred[0].float(), gt, mask, self.modality)
+            self._log_image(f"{tag}/rgb_pred_gt_error", image, self.progress.global_step)
+
+        return report
 
     def _erp_depth_from_erp(self, values: torch.Tensor) -> torch.Tensor:
         from pager.geometry.depth_encoding import decode_depth
@@ -512,7 +511,7 @@ class Trainer:
         try:
             with context:
                 return evaluate_model(self.pager, self.modality, loader, self.face_size, alignment, tag=tag,
-                                      gather=self.accelerator.gather_for_metrics)
+                                      gather=self.accelerator.gather_for_metrics, report=self._report_validation(tag))
         finally:
             if was_training:
                 self.unet.train()
@@ -767,13 +766,15 @@ def evaluate_model(
     alignment: str = "log_shift",
     tag: str = "val",
     gather: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    report: Optional[Callable[[Dict[str, Any], torch.Tensor], None]] = None,
 ) -> Dict[str, float]:
     """Evaluation metrics of ``pager`` over batches of panorama samples, averaged over images.
 
     Depth: ``pager.evaluation.metrics.depth_metrics`` after ``alignment`` (``metric``, ``log_shift``,
     ``scale``, ``scale_and_shift``, ...) over each sample's ``eval_mask``; normals: ``normals_metrics``.
     Returns ``{"<tag>/<metric>": value}``. ``gather`` (e.g. ``accelerator.gather_for_metrics``) collects the
-    per-image rows of every process.
+    per-image rows of every process. ``report(batch, prediction)`` is called for the first batch with the
+    aligned depth ``[B, 1, H, W]`` (metres) or the normals ``[B, 3, H, W]``.
     """
     from pager.evaluation.metrics import align_prediction, depth_metrics, normals_metrics
 
@@ -789,7 +790,10 @@ def evaluate_model(
             metrics = depth_metrics(pred, gt, mask)
         else:
             gt = batch["normals"].float().to(device)
-            metrics = normals_metrics(out["normals"], gt, mask)
+            pred = out["normals"]
+            metrics = normals_metrics(pred, gt, mask)
+        if report is not None and not rows:
+            report(batch, pred)
         keys = list(metrics)
         row = torch.stack([metrics[k].float() for k in keys], dim=1)
         rows.append(gather(row) if gather is not None else row)
@@ -797,6 +801,35 @@ def evaluate_model(
         return {}
     table = torch.cat(rows)
     return {f"{tag}/{k}": float(torch.nanmean(table[:, i]).item()) for i, k in enumerate(keys)}
+
+
+def report_mosaic(rgb: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor, modality: str):
+    """``rgb | prediction | ground truth | error`` as one uint8 image ``[H, 4W + gaps, 3]``.
+
+    ``rgb`` ``[3, H, W]`` in [-1, 1]; depth: ``pred``/``gt`` ``[1, H, W]`` metres, error = relative signed error;
+    normals: ``[3, H, W]``, error = angle in degrees (0-90, inferno); ``mask`` ``[1, H, W]`` bool.
+    """
+    from pager.export.visualize import colorize_depth, depth_range, error_map, mosaic, normals_to_rgb
+
+    rgb8 = ((rgb.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    m = mask.detach().reshape(mask.shape[-2:]).cpu().numpy()
+    if modality == "depth":
+        pd = pred.detach().float().reshape(pred.shape[-2:]).cpu().numpy()
+        gd = gt.detach().float().reshape(gt.shape[-2:]).cpu().numpy()
+        try:
+            vmin, vmax = depth_range(gd, m)
+        except ValueError:  # no valid ground truth: colour by the prediction
+            vmin, vmax = float(pd.min()), float(pd.max()) + 1e-6
+        images = [rgb8, colorize_depth(pd, vmin=vmin, vmax=vmax), colorize_depth(gd, m, vmin=vmin, vmax=vmax),
+                  error_map(pd, gd, m, relative=True)]
+    else:
+        pn = pred.detach().float()
+        pn = pn / pn.norm(dim=0, keepdim=True).clamp_min(1e-6)
+        gn = gt.detach().float().to(pn.device)
+        ang = torch.rad2deg(torch.acos((pn * gn).sum(dim=0).clamp(-1, 1))).cpu().numpy()
+        images = [rgb8, normals_to_rgb(pn.cpu().numpy()), normals_to_rgb(gn.cpu().numpy(), m),
+                  colorize_depth(ang, m, cmap="inferno", vmin=0.0, vmax=90.0)]
+    return mosaic(images, gap=2)
 
 
 def _fmt(metrics: Mapping[str, float]) -> str:
