@@ -156,8 +156,12 @@ def test_checkpoint_loads_with_from_pretrained_and_trains_uv(assets):
     # the published layout: unet/ (here the EMA weights) + config.yaml
     from pager.training.checkpoint import export_release
 
-    release = export_release(ckpt, assets["root"] / "release_normals")
+    import shutil
+
+    shutil.copytree(assets["base"], assets["root"] / "release_normals_base")
+    release = export_release(ckpt, assets["root"] / "release_normals", pretrained_path="../release_normals_base")
     assert sorted(p.name for p in release.iterdir()) == ["config.yaml", "unet"]
+    assert OmegaConf.load(release / "config.yaml").model.pretrained_path == "../release_normals_base"
     ema = _weights(ckpt / "EMA")
     released = Pager.from_pretrained(release, device="cpu").unets["normals"].state_dict()
     assert all(torch.equal(released[k], ema[k]) for k in ema)

@@ -134,10 +134,18 @@ def save_model_checkpoint(
     return Path(out_dir)
 
 
-def export_release(checkpoint_dir: PathLike, out_dir: PathLike, variant: str = "EMA", overwrite: bool = False) -> Path:
+def export_release(
+    checkpoint_dir: PathLike,
+    out_dir: PathLike,
+    variant: str = "EMA",
+    overwrite: bool = False,
+    pretrained_path: Optional[str] = None,
+) -> Path:
     """Copy one UNet variant of a training checkpoint to a release folder: ``unet/`` + ``config.yaml``.
 
     This is the published layout (e.g. ``prs-eth/PaGeR-depth``); the training state is not copied.
+    ``pretrained_path`` replaces ``model.pretrained_path`` in the copied config (e.g. a hub id, or a path
+    relative to the release folder, which the loader resolves against it).
     """
     from pager.io_utils import atomic_directory
 
@@ -151,7 +159,10 @@ def export_release(checkpoint_dir: PathLike, out_dir: PathLike, variant: str = "
         raise FileNotFoundError(f"{checkpoint_dir} has no {CONFIG_NAME}")
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         shutil.copytree(src, tmp / "unet")
-        shutil.copy2(checkpoint_dir / CONFIG_NAME, tmp / CONFIG_NAME)
+        cfg = OmegaConf.load(checkpoint_dir / CONFIG_NAME)
+        if pretrained_path is not None:
+            OmegaConf.update(cfg, "model.pretrained_path", str(pretrained_path), merge=False)
+        OmegaConf.save(cfg, tmp / CONFIG_NAME)
     return Path(out_dir)
 
 
