@@ -9,8 +9,10 @@ of 64 channels, cross-attention dim 1024, linear projections) and the SD VAE, on
 - ``panorama+rope``: the same with sphere RoPE (UNet self-attention; VAE in the reference pairing).
 
 Every measurement runs in a fresh subprocess so that the peak resident memory (``ru_maxrss``) belongs to it alone.
-Columns: seconds of the forward (UNet: one call; VAE: encode + decode), resident memory after building the
-model, peak resident memory, and the peak's growth over the built model (activations).
+Columns: seconds of the forward (UNet: one call; VAE: encode + decode), of it the seconds spent inside GroupNorm
+modules and inside attention modules (forward hooks; the VAE attention's own GroupNorm counts in both), resident
+memory after building the model, peak resident memory, and the peak's growth over the built model (activations).
+On a shared machine the total seconds are noisy; the per-layer columns show the cost of the layers themselves.
 
     python benchmarks/panorama_layers.py                   # UNet and VAE, face 256, fp32, CPU
     python benchmarks/panorama_layers.py --models unet --face 512 --dtype bf16 --device cuda
@@ -107,22 +109,53 @@ def worker(args: argparse.Namespace) -> dict:
         else:
             model.decode(model.encode(inputs[0]).latent_dist.mode())
 
+    # time spent inside GroupNorm modules and attention modules (an attention's own GroupNorm counts in both)
+    from diffusers.models.attention_processor import Attention
+
+    spent = {"groupnorm": 0.0, "attention": 0.0}
+    starts: dict[int, float] = {}
+
+    def _pre(module, _inputs):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        starts[id(module)] = time.perf_counter()
+
+    def _post(kind):
+        def hook(module, _inputs, _output):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            spent[kind] += time.perf_counter() - starts.pop(id(module))
+
+        return hook
+
+    for module in model.modules():
+        kind = "groupnorm" if isinstance(module, torch.nn.GroupNorm) else "attention" if isinstance(module, Attention) else None
+        if kind:
+            module.register_forward_pre_hook(_pre)
+            module.register_forward_hook(_post(kind))
+
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_built = _rss_mib()
     times = []
+    layer_times = []
     with torch.inference_mode():
         for _ in range(args.repeats):
+            spent.update(groupnorm=0.0, attention=0.0)
             t0 = time.perf_counter()
             run()
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
+            layer_times.append(dict(spent))
+    best = min(range(len(times)), key=times.__getitem__)
     out = {
         "model": args.model,
         "variant": args.variant,
-        "seconds": min(times),
+        "seconds": times[best],
+        "groupnorm_seconds": layer_times[best]["groupnorm"],
+        "attention_seconds": layer_times[best]["attention"],
         "rss_built_mib": rss_built,
         "peak_rss_mib": _peak_rss_mib(),
         "threads": torch.get_num_threads(),
@@ -161,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         f"panorama-wide layers vs per-face layers: face {args.face} px, {args.panoramas} panorama(s) "
         f"({6 * args.panoramas} faces), {args.dtype}, {args.device}"
     )
-    header = f"{'model':<5} {'variant':<14} {'seconds':>8} {'RSS built MiB':>14} {'peak RSS MiB':>13} {'activ. MiB':>11}"
+    header = (f"{'model':<5} {'variant':<14} {'seconds':>8} {'GroupNorm s':>12} {'attention s':>12} "
+              f"{'RSS built MiB':>14} {'peak RSS MiB':>13} {'activ. MiB':>11}")
     if args.device.startswith("cuda"):
         header += f" {'peak CUDA MiB':>14}"
     print(header)
@@ -176,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
-            line = (f"{model:<5} {variant:<14} {row['seconds']:>8.2f} {row['rss_built_mib']:>14.0f} "
+            line = (f"{model:<5} {variant:<14} {row['seconds']:>8.2f} {row['groupnorm_seconds']:>12.2f} "
+                    f"{row['attention_seconds']:>12.2f} {row['rss_built_mib']:>14.0f} "
                     f"{row['peak_rss_mib']:>13.0f} {row['peak_rss_mib'] - row['rss_built_mib']:>11.0f}")
             if "peak_cuda_mib" in row:
                 line += f" {row['peak_cuda_mib']:>14.0f}"

@@ -189,8 +189,10 @@ def _xformers_ops() -> Any | None:
 def _math_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: float) -> Tensor:
     """Reference attention on [B, heads, N, D]: softmax(q k^T * scale + mask) v in float32."""
     scores = torch.einsum("bhnd,bhmd->bhnm", q.float(), k.float()) * scale
-    if mask is not None:
-        scores = scores + mask.float() if mask.dtype != torch.bool else scores.masked_fill(~mask, float("-inf"))
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    elif mask is not None:
+        scores = scores + mask.float()
     return torch.einsum("bhnm,bhmd->bhnd", scores.softmax(dim=-1), v.float()).to(q.dtype)
 
 
