@@ -14,4 +14,7 @@ import sys
 from pager.cli.infer import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pager.cli.launch import relaunch_cpu_processes
+
+    code = relaunch_cpu_processes(__file__, sys.argv[1:])
+    sys.exit(main() if code is None else code)
