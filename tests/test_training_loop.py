@@ -234,14 +234,16 @@ def test_accelerate_launch_two_cpu_processes(assets, tmp_path):
     runs = tmp_path / "runs"
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--multi_gpu", str(REPO / "train.py"),
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", str(REPO / "train.py"),
         "--pretrained_path", str(assets["base"]), "--data_path", str(assets["data"]), "--dataset", "Synthetic",
         "--face_size", "32", "--batch_size", "1", "--max_train_steps", "2", "--num_workers", "0",
         "--run_validation", "true", "--run_tiny_validation", "false", "--report_to", "none",
         "--save_path", str(runs), "--run_name", "ddp", "--gradient_checkpointing", "false",
     ]
-    # CPU processes with the gloo backend (accelerate launch --cpu alone starts a single process without MPI)
+    # The documented command: accelerate's --cpu launcher starts one process, train.py re-launches itself as
+    # two CPU processes (gloo) -- see pager.cli.launch; the two RNG states below prove both ran.
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    env.pop("PAGER_NO_RELAUNCH", None)
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     ckpt = runs / "ddp" / "checkpoint-last"
