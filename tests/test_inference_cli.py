@@ -133,10 +133,8 @@ def test_two_processes_write_each_sample_exactly_once(world, tmp_path):
     env = dict(os.environ, PAGER_CACHE_DIR=str(world["root"] / "cache"), OMP_NUM_THREADS="1",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    # `--cpu` in accelerate 1.x runs ONE process (its simple launcher); the torchrun launcher
-    # (`--multi_gpu`) starts real processes, which inference.py runs on CPU (gloo) when there is no GPU.
-    launcher = "--multi_gpu" if not torch.cuda.is_available() else "--cpu"
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", launcher, "--num_processes", "2", "--num_machines", "1",
+    # the documented command; inference.py turns accelerate's single --cpu process into 2 (pager.cli.launch)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000),
            str(REPO / "inference.py"), *infer_args(world, results, "--generate_eval", "--img_report_frequency", "1")]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
