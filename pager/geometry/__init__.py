@@ -48,11 +48,13 @@ from pager.geometry.cubemap import (
     uv_positional_encoding,
 )
 from pager.geometry.cube_padding import (
+    CUBE_PADDING_MODES,
     CubePadConv2d,
     convert_to_cube_padding,
     cube_pad,
     cube_pad_asymmetric,
     cube_padding_enabled,
+    cube_padding_mode,
 )
 from pager.geometry.normals import depth_to_normals, depth_to_points, normals_angle_error
 from pager.geometry.augment import roll_erp, roll_normals, rotate_normals_yaw
@@ -81,6 +83,8 @@ __all__ = [
     "CubePadConv2d",
     "convert_to_cube_padding",
     "cube_padding_enabled",
+    "cube_padding_mode",
+    "CUBE_PADDING_MODES",
     "depth_to_points",
     "depth_to_normals",
     "normals_angle_error",

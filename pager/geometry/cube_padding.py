@@ -9,9 +9,29 @@ corner row). The whole padding is one precomputed index gather (small faces: the
 large faces: a strided interior copy plus a gather of the border), plus a small gather for the corner
 means, with the index tensors cached per (face size, sides, channels, device): no loop over faces.
 
-The adjacency is derived geometrically from the face frames of :mod:`pager.geometry.cubemap`, reading
-each face as a grid of ``F x F`` cells (which is what "copy the neighbour's border row" means); for
-``pad=1`` it equals pytorch360convert's ``pad_cube_faces`` and the reference's table.
+The adjacency is derived geometrically from the face frames of :mod:`pager.geometry.cubemap`. Two modes:
+
+``mode="reference"`` (default; what the released checkpoints were trained with)
+    Each face is read as a grid of ``F x F`` cells, so padded row ``-d`` holds the neighbour's row ``d - 1``
+    counted from the shared edge (its border row first). For ``pad=1`` this equals pytorch360convert's
+    ``pad_cube_faces`` and the reference's table. With our edge-to-edge face grid (face pixel ``k`` at
+    ``-1/2 + k/(F-1)``, see :mod:`pager.geometry`) the border rows of two neighbouring faces are the *same*
+    3-D points, so this duplicates the shared edge: a stencil at a border pixel sees the positions
+    ``(-1, 0, 0)`` on one face and ``(0, 0, +1)`` on the other, and the two faces compute different values
+    for the same edge points (a visible step along face borders once stitched to ERP).
+``mode="geometric"``
+    Padded row ``-d`` holds the neighbour's row ``d`` counted from the shared edge (the shared edge row is
+    skipped): the padded pixel at distance ``d`` pixels beyond the edge holds the neighbour sample at
+    distance ``d`` from the edge, the exact continuation of the edge-to-edge grid over the folded cube.
+    A symmetric stencil at a shared edge point then sees the same 3-D samples on both faces. Needs
+    ``pad <= F - 1``.
+
+Corners (outside both ranges) are in both modes the mean of the padded value straight above/below the
+face's corner column and the one straight beside its corner row. In geometric mode both lie on the edge
+shared by the two neighbouring faces (the edge leaving the cube corner), at distances ``d_row`` and
+``d_col`` from the corner; for the diagonal ``d_row == d_col == d`` they are two samples of the same 3-D
+point, which is where the diagonal direction projects (gnomonically, to first order in ``d/F``), so the
+corner value is consistent, not a blend of unrelated pixels.
 
 :class:`CubePadConv2d` and :func:`convert_to_cube_padding` turn the padded convolutions of any model
 (diffusers UNet2DConditionModel / AutoencoderKL included) into cube-padded ones that share the same
@@ -33,20 +53,47 @@ from pager.geometry.sphere import _normalize_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cube_pad", "cube_pad_asymmetric", "CubePadConv2d", "convert_to_cube_padding", "cube_padding_enabled"]
+__all__ = [
+    "CUBE_PADDING_MODES",
+    "cube_pad",
+    "cube_pad_asymmetric",
+    "CubePadConv2d",
+    "convert_to_cube_padding",
+    "cube_padding_enabled",
+    "cube_padding_mode",
+]
+
+#: ``"reference"``: the released checkpoints' padding (duplicates the shared edge row);
+#: ``"geometric"``: the geometric continuation of the edge-to-edge face grid (skips it).
+CUBE_PADDING_MODES: Tuple[str, ...] = ("reference", "geometric")
 
 Sides = Tuple[int, int, int, int]  # (left, right, top, bottom), like F.pad's (l, r, t, b)
 
 
-def _source_of(face: int, rows: torch.Tensor, cols: torch.Tensor, fs: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _check_mode(mode: str) -> str:
+    if mode not in CUBE_PADDING_MODES:
+        raise ValueError(f"cube padding mode must be one of {CUBE_PADDING_MODES}, got {mode!r}")
+    return mode
+
+
+def _source_of(
+    face: int, rows: torch.Tensor, cols: torch.Tensor, fs: int, mode: str = "reference"
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Fold padded positions (exactly one of row/col outside [0, F)) of ``face`` onto the neighbour.
 
+    ``mode="reference"`` reads faces as ``F x F`` cells (pixel k centred at ``-1/2 + (k+1/2)/F``);
+    ``"geometric"`` uses the edge-to-edge sample grid (pixel k at ``-1/2 + k/(F-1)``), so that the
+    shared edge row maps onto itself and padded row ``-d`` onto the neighbour's row ``d``.
     Returns (source face, source flat pixel index) as long tensors.
     """
     frames = _FACE_FRAMES
     n, r, u = frames[face]
-    a = -0.5 + (cols.double() + 0.5) / fs
-    b = 0.5 - (rows.double() + 0.5) / fs
+    if mode == "geometric":
+        step, off = 1.0 / (fs - 1), 0.0
+    else:
+        step, off = 1.0 / fs, 0.5
+    a = -0.5 + (cols.double() + off) * step
+    b = 0.5 - (rows.double() + off) * step
     # edge point (clamped into the face) and the overshoot beyond it
     a_edge, b_edge = a.clamp(-0.5, 0.5), b.clamp(-0.5, 0.5)
     over = (a - a_edge).abs() + (b - b_edge).abs()
@@ -58,15 +105,15 @@ def _source_of(face: int, rows: torch.Tensor, cols: torch.Tensor, fs: int) -> Tu
     rs, us = frames[src_face, 1], frames[src_face, 2]
     a2 = (pts * rs).sum(1)
     b2 = (pts * us).sum(1)
-    col2 = torch.round((a2 + 0.5) * fs - 0.5).long()
-    row2 = torch.round((0.5 - b2) * fs - 0.5).long()
+    col2 = torch.round((a2 + 0.5) / step - off).long()
+    row2 = torch.round((0.5 - b2) / step - off).long()
     if bool(((col2 < 0) | (col2 >= fs) | (row2 < 0) | (row2 >= fs)).any()):  # pragma: no cover - geometry bug guard
         raise RuntimeError("cube padding table: folded position outside the neighbour face")
     return src_face, row2 * fs + col2
 
 
 @functools.lru_cache(maxsize=64)
-def _pad_table(fs: int, sides: Sides):
+def _pad_table(fs: int, sides: Sides, mode: str = "reference"):
     """Channel-independent table of the padded pixels of one panorama's 6 faces.
 
     Returns (dst_face, dst_pixel, src_face, src_pixel) for edge pixels and
@@ -88,15 +135,15 @@ def _pad_table(fs: int, sides: Sides):
     e_lists = [[], [], [], []]
     c_lists = [[], [], [], [], [], []]
     for f in range(6):  # table construction only (cached), not the hot path
-        sf, sp = _source_of(f, er, ec, fs)
+        sf, sp = _source_of(f, er, ec, fs, mode)
         e_lists[0].append(torch.full_like(sf, f))
         e_lists[1].append(e_dst)
         e_lists[2].append(sf)
         e_lists[3].append(sp)
         if has_corners:
             # value straight above/below (same row, column clamped into the face) and straight beside
-            sfa, spa = _source_of(f, cr, ccn.clamp(0, fs - 1), fs)
-            sfb, spb = _source_of(f, cr.clamp(0, fs - 1), ccn, fs)
+            sfa, spa = _source_of(f, cr, ccn.clamp(0, fs - 1), fs, mode)
+            sfb, spb = _source_of(f, cr.clamp(0, fs - 1), ccn, fs, mode)
             c_lists[0].append(torch.full_like(sfa, f))
             c_lists[1].append(c_dst)
             c_lists[2].append(sfa)
@@ -114,7 +161,7 @@ _FULL_GATHER_MAX_FACE = 32
 
 
 @functools.lru_cache(maxsize=256)
-def _pad_index_one(fs: int, sides: Sides, channels: int):
+def _pad_index_one(fs: int, sides: Sides, channels: int, mode: str = "reference"):
     """Flat (long, CPU) gather/scatter indices over one panorama ``[6*C*F*F] -> [6*C*Hp*Wp]``."""
     left, right, top, bottom = sides
     hp, wp = fs + top + bottom, fs + left + right
@@ -124,7 +171,7 @@ def _pad_index_one(fs: int, sides: Sides, channels: int):
     def flat(face, pix, stride_f, plane):
         return (face.view(1, -1) * stride_f + ch * plane + pix.view(1, -1)).reshape(-1)
 
-    edges, corners = _pad_table(fs, sides)
+    edges, corners = _pad_table(fs, sides, mode)
     df, dp, sf, sp = edges
     e_dst = flat(df, dp, dst_stride_f, hp * wp)
     e_src = flat(sf, sp, src_stride_f, fs * fs)
@@ -154,10 +201,10 @@ def _pad_index_one(fs: int, sides: Sides, channels: int):
 
 
 @functools.lru_cache(maxsize=256)
-def _pad_index(fs: int, sides: Sides, channels: int, n: int, device: torch.device):
+def _pad_index(fs: int, sides: Sides, channels: int, n: int, device: torch.device, mode: str = "reference"):
     """1-D indices over a whole batch of ``n`` panoramas (flat input / output), on ``device``; int32
     where it fits (1-D ``index_select`` with them is the fastest gather on the CPU)."""
-    one, src_size, dst_size = _pad_index_one(fs, sides, channels)
+    one, src_size, dst_size = _pad_index_one(fs, sides, channels, mode)
     src_off = (torch.arange(n) * src_size).view(n, 1)
     dst_off = (torch.arange(n) * dst_size).view(n, 1)
     dtype = torch.int32 if max(n * src_size, n * dst_size) < 2**31 else torch.long
@@ -186,14 +233,20 @@ def _as_sides(pad: Optional[int], sides: Optional[Sequence[int]]) -> Sides:
     return sd  # type: ignore[return-value]
 
 
-def cube_pad(faces: torch.Tensor, pad: Optional[int] = 1, sides: Optional[Sequence[int]] = None) -> torch.Tensor:
+def cube_pad(
+    faces: torch.Tensor, pad: Optional[int] = 1, sides: Optional[Sequence[int]] = None, mode: str = "reference"
+) -> torch.Tensor:
     """Pad every cube face with its neighbours' pixels: ``[N*6, C, F, F] -> [N*6, C, F+t+b, F+l+r]``.
 
     ``pad`` pads all four sides; ``sides=(left, right, top, bottom)``, when given, overrides it and pads
     each side separately (e.g. ``(0, 1, 0, 1)`` before a stride-2 convolution with padding 0). Every
-    side must lie in ``[0, F]``.
+    side must lie in ``[0, F]`` (``[0, F-1]`` in geometric mode).
+    ``mode``: ``"reference"`` (released checkpoints: padded row ``-d`` is the neighbour's row ``d-1`` from
+    the shared edge) or ``"geometric"`` (the neighbour's row ``d``: the continuation of the edge-to-edge
+    grid); see the module docstring.
     Faces of each panorama are consecutive in the order F, R, B, L, U, D. Differentiable; float dtypes.
     """
+    _check_mode(mode)
     if not isinstance(faces, torch.Tensor) or faces.dim() != 4:
         shape = tuple(faces.shape) if isinstance(faces, torch.Tensor) else type(faces).__name__
         raise ValueError(f"faces must be a tensor [N*6, C, F, F], got {shape}")
@@ -201,8 +254,9 @@ def cube_pad(faces: torch.Tensor, pad: Optional[int] = 1, sides: Optional[Sequen
     if n6 % 6 != 0 or h != w:
         raise ValueError(f"faces must be [N*6, C, F, F] (batch a multiple of 6, square faces), got {tuple(faces.shape)}")
     sd = _as_sides(pad, sides)
-    if any(s < 0 or s > h for s in sd):
-        raise ValueError(f"cube padding sides must lie in [0, face size {h}], got {sd}")
+    limit = h - 1 if mode == "geometric" else h
+    if any(s < 0 or s > limit for s in sd):
+        raise ValueError(f"cube padding sides must lie in [0, {limit}] (face size {h}, mode {mode!r}), got {sd}")
     if not faces.dtype.is_floating_point:
         raise ValueError(f"cube_pad needs a floating point tensor, got {faces.dtype}")
     left, right, top, bottom = sd
@@ -210,7 +264,7 @@ def cube_pad(faces: torch.Tensor, pad: Optional[int] = 1, sides: Optional[Sequen
         return faces
     n = n6 // 6
     hp, wp = h + top + bottom, w + left + right
-    idx = _pad_index(h, sd, c, n, _normalize_device(faces.device))
+    idx = _pad_index(h, sd, c, n, _normalize_device(faces.device), mode)
     xf = faces.contiguous().view(-1)
     if "full" in idx:
         of = xf.index_select(0, idx["full"])
@@ -226,9 +280,9 @@ def cube_pad(faces: torch.Tensor, pad: Optional[int] = 1, sides: Optional[Sequen
     return out
 
 
-def cube_pad_asymmetric(faces: torch.Tensor, sides: Sequence[int]) -> torch.Tensor:
+def cube_pad_asymmetric(faces: torch.Tensor, sides: Sequence[int], mode: str = "reference") -> torch.Tensor:
     """:func:`cube_pad` with per-side amounts ``(left, right, top, bottom)``."""
-    return cube_pad(faces, pad=None, sides=sides)
+    return cube_pad(faces, pad=None, sides=sides, mode=mode)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,15 +310,25 @@ class CubePadConv2d(nn.Conv2d):
     ``input_zero_pad=(l, r, t, b)`` declares that the caller already zero-padded the input by that much
     (diffusers' ``Downsample2D`` with ``padding=0`` pads ``(0, 1, 0, 1)`` before its convolution); that
     zero border is cropped and replaced by cube padding.
+
+    ``cube_padding_mode`` (``"reference"`` or ``"geometric"``, see :func:`cube_pad`) may be changed later
+    (e.g. by :func:`convert_to_cube_padding`); it only selects the padding table.
     """
 
     cube_sides: Sides
     input_zero_pad: Optional[Sides]
+    cube_padding_mode: str
 
     @classmethod
     def from_conv(
-        cls, conv: nn.Conv2d, sides: Optional[Sequence[int]] = None, input_zero_pad: Optional[Sequence[int]] = None
+        cls,
+        conv: nn.Conv2d,
+        sides: Optional[Sequence[int]] = None,
+        input_zero_pad: Optional[Sequence[int]] = None,
+        mode: str = "reference",
     ) -> "CubePadConv2d":
+        """Wrap ``conv`` (sharing its Parameters); ``sides`` default to its own padding."""
+        _check_mode(mode)
         if not isinstance(conv, nn.Conv2d):
             raise ValueError(f"conv must be an nn.Conv2d, got {type(conv).__name__}")
         sd = _conv_sides(conv) if sides is None else tuple(int(s) for s in sides)
@@ -288,17 +352,18 @@ class CubePadConv2d(nn.Conv2d):
         new.cube_sides = sd  # type: ignore[assignment]
         new.input_zero_pad = tuple(int(s) for s in input_zero_pad) if input_zero_pad is not None else None  # type: ignore[assignment]
         new.original_padding = conv.padding
+        new.cube_padding_mode = mode
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         if self.input_zero_pad is not None:
             left, right, top, bottom = self.input_zero_pad
             x = x[..., top : x.shape[-2] - bottom, left : x.shape[-1] - right]
-        x = cube_pad(x, pad=None, sides=self.cube_sides)
+        x = cube_pad(x, pad=None, sides=self.cube_sides, mode=getattr(self, "cube_padding_mode", "reference"))
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
     def extra_repr(self) -> str:  # noqa: D102
-        s = super().extra_repr() + f", cube_sides={self.cube_sides}"
+        s = super().extra_repr() + f", cube_sides={self.cube_sides}, mode={getattr(self, 'cube_padding_mode', 'reference')!r}"
         if self.input_zero_pad is not None:
             s += f", input_zero_pad={self.input_zero_pad}"
         return s
@@ -314,38 +379,57 @@ def _is_zero_pad_downsample(parent: nn.Module, child: nn.Module) -> bool:
     )
 
 
-def convert_to_cube_padding(module: nn.Module) -> nn.Module:
+def convert_to_cube_padding(module: nn.Module, mode: str = "reference") -> nn.Module:
     """Swap, in place, every padded ``nn.Conv2d`` of ``module`` for a :class:`CubePadConv2d` sharing its
     Parameters (``state_dict()`` keys unchanged), plus the zero-padded stride-2 convolution of diffusers'
     ``Downsample2D(padding=0)`` (one-sided cube padding right/bottom). Unpadded convolutions (1x1) are left
-    alone; already converted ones are skipped (idempotent). Returns ``module`` (or, if ``module`` itself
-    is a padded Conv2d, its replacement).
+    alone. Idempotent: already converted layers are kept (same objects) and only get their
+    ``cube_padding_mode`` set to ``mode`` (``"reference"`` or ``"geometric"``, see :func:`cube_pad`).
+    Returns ``module`` (or, if ``module`` itself is a padded Conv2d, its replacement).
     """
-    if isinstance(module, nn.Conv2d) and not isinstance(module, CubePadConv2d):
+    _check_mode(mode)
+    if isinstance(module, CubePadConv2d):
+        module.cube_padding_mode = mode
+        return module
+    if isinstance(module, nn.Conv2d):
         if _conv_sides(module) != (0, 0, 0, 0):
-            return CubePadConv2d.from_conv(module)
+            return CubePadConv2d.from_conv(module, mode=mode)
         return module
     replaced: Dict[int, nn.Module] = {}
-    count = 0
+    count = updated = 0
     for parent in list(module.modules()):
         for name, child in list(parent._modules.items()):
-            if child is None or isinstance(child, CubePadConv2d) or not isinstance(child, nn.Conv2d):
+            if isinstance(child, CubePadConv2d):
+                if getattr(child, "cube_padding_mode", "reference") != mode:
+                    updated += 1
+                child.cube_padding_mode = mode
+                continue
+            if child is None or not isinstance(child, nn.Conv2d):
                 continue
             new = replaced.get(id(child))
             if new is None:
                 if _is_zero_pad_downsample(parent, child):
-                    new = CubePadConv2d.from_conv(child, sides=(0, 1, 0, 1), input_zero_pad=(0, 1, 0, 1))
+                    new = CubePadConv2d.from_conv(child, sides=(0, 1, 0, 1), input_zero_pad=(0, 1, 0, 1), mode=mode)
                 elif _conv_sides(child) != (0, 0, 0, 0):
-                    new = CubePadConv2d.from_conv(child)
+                    new = CubePadConv2d.from_conv(child, mode=mode)
                 else:
                     continue
                 replaced[id(child)] = new
                 count += 1
             setattr(parent, name, new)  # also re-points aliases (Downsample2D's conv / Conv2d_0)
-    logger.debug("convert_to_cube_padding: %d convolutions converted", count)
+    logger.debug("convert_to_cube_padding(mode=%s): %d convolutions converted, %d switched mode", mode, count, updated)
     return module
 
 
 def cube_padding_enabled(module: nn.Module) -> bool:
     """True if ``module`` is or contains a :class:`CubePadConv2d`."""
     return any(isinstance(m, CubePadConv2d) for m in module.modules())
+
+
+def cube_padding_mode(module: nn.Module) -> Optional[str]:
+    """The padding mode of the :class:`CubePadConv2d` layers of ``module`` (``"reference"`` or
+    ``"geometric"``), None if it has none; ValueError if its layers use different modes."""
+    modes = {getattr(m, "cube_padding_mode", "reference") for m in module.modules() if isinstance(m, CubePadConv2d)}
+    if len(modes) > 1:
+        raise ValueError(f"module mixes cube padding modes {sorted(modes)}; convert it again with one mode")
+    return modes.pop() if modes else None
