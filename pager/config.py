@@ -33,6 +33,7 @@ MODEL_LOADING_KEYS = (
     "min_depth",
     "max_depth",
     "normals_frame",
+    "cube_padding",
 )
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}

@@ -34,6 +34,9 @@ PathLike = Union[str, os.PathLike]
 MODALITIES = ("depth", "normals")
 POSITIONAL_ENCODINGS = ("uv", "RoPE", "none")
 NORMALS_FRAMES = ("reference", "pager")
+#: ``model.cube_padding`` values (see :func:`pager.geometry.cube_padding.cube_pad`); a checkpoint without the
+#: key is a released one and uses ``"reference"``.
+CUBE_PADDING_MODES = ("reference", "geometric")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 EMPTY_PROMPT_FILE = "empty_prompt_embedding.safetensors"
 DEFAULT_MIN_DEPTH = 0.01
@@ -50,7 +53,7 @@ try:  # the lead's config module holds the authoritative list
 except Exception:  # pragma: no cover - only while pager.config is missing
     _MODEL_LOADING_KEYS = (
         "modality", "pretrained_path", "unet_positional_encoding", "vae_use_RoPE",
-        "metric_depth", "log_scale", "min_depth", "max_depth", "normals_frame",
+        "metric_depth", "log_scale", "min_depth", "max_depth", "normals_frame", "cube_padding",
     )
 MODEL_LOADING_KEYS: Tuple[str, ...] = tuple(_MODEL_LOADING_KEYS)
 
@@ -70,6 +73,8 @@ class ModalityConfig:
             or ``"pager"`` (our right-handed frame).
         face_size: default cube-face size in pixels.
         vae_rope_token_order: ``"reference_vae"`` (compatibility pairing) or ``"face_row_col"``.
+        cube_padding: ``"reference"`` (released checkpoints; the default when the YAML has no
+            ``model.cube_padding``) or ``"geometric"`` (see :func:`pager.geometry.cube_padding.cube_pad`).
         source: where the UNet came from (folder), for messages; ``name``: the checkpoint's short name.
     """
 
@@ -83,6 +88,7 @@ class ModalityConfig:
     normals_frame: str = "reference"
     face_size: int = DEFAULT_FACE_SIZE
     vae_rope_token_order: str = "reference_vae"
+    cube_padding: str = "reference"
     source: Optional[str] = None
     name: Optional[str] = None
     raw: Dict[str, Any] = field(default_factory=dict)
@@ -96,6 +102,8 @@ class ModalityConfig:
             raise ValueError(f"normals_frame must be one of {NORMALS_FRAMES}, got {self.normals_frame!r}")
         if not (0 < self.min_depth < self.max_depth):
             raise ValueError(f"expected 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        if self.cube_padding not in CUBE_PADDING_MODES:
+            raise ValueError(f"cube_padding must be one of {CUBE_PADDING_MODES}, got {self.cube_padding!r}")
         if int(self.face_size) <= 0:
             raise ValueError(f"face_size must be positive, got {self.face_size}")
 
@@ -138,6 +146,7 @@ class ModalityConfig:
             normals_frame=str(model.get("normals_frame") or "reference"),
             face_size=int(model.get("face_size") or DEFAULT_FACE_SIZE),
             vae_rope_token_order=str(model.get("vae_rope_token_order") or "reference_vae"),
+            cube_padding=str(model.get("cube_padding") or "reference"),
             source=source,
             name=name,
             raw=cfg,

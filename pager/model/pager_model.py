@@ -107,7 +107,10 @@ class Pager(nn.Module):
         empty_prompt_embedding: ``[1, L, D]`` text embedding of the empty prompt (a buffer; no text encoder kept).
         alpha_prod: ``alpha_cumprod[T-1]`` of the zero-terminal-SNR schedule (about 0).
         num_train_timesteps: ``T``; the UNet is called with ``t = T - 1``.
-        cube_padding: replace every padded conv by a cube-padded one (``pager.geometry.convert_to_cube_padding``).
+        cube_padding: replace every padded conv by a cube-padded one (``pager.geometry.convert_to_cube_padding``),
+            in the mode of the configs' ``cube_padding`` (``"reference"`` for released checkpoints,
+            ``"geometric"``); all modalities must agree (one VAE is shared). The mode is
+            :attr:`cube_padding_mode`.
         panorama_layers: make GroupNorm / attention panorama-wide and add RoPE per config
             (``pager.model.panorama_layers.make_panorama_wide``).
         enable_xformers: xformers attention if installed, else SDPA with a warning.
@@ -149,6 +152,14 @@ class Pager(nn.Module):
         self.latent_scale = float(getattr(vae.config, "scaling_factor", 0.18215) or 0.18215)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.cube_padding = bool(cube_padding)
+        pad_modes = {m: c.cube_padding for m, c in self.configs.items()}
+        if len(set(pad_modes.values())) > 1:
+            raise ValueError(
+                "all modality checkpoints must use the same cube padding mode to share one VAE, got "
+                + ", ".join(f"{m}: cube_padding={v!r}" for m, v in sorted(pad_modes.items()))
+            )
+        #: ``"reference"`` or ``"geometric"`` (from the checkpoints' ``model.cube_padding``)
+        self.cube_padding_mode = next(iter(pad_modes.values()))
         self.panorama_layers = bool(panorama_layers)
         self.attention_backend = resolve_attention_backend(enable_xformers)
 
@@ -162,9 +173,9 @@ class Pager(nn.Module):
         if cube_padding:
             from pager.geometry.cube_padding import convert_to_cube_padding
 
-            convert_to_cube_padding(self.vae)
+            convert_to_cube_padding(self.vae, mode=self.cube_padding_mode)
             for unet in self.unets.values():
-                convert_to_cube_padding(unet)
+                convert_to_cube_padding(unet, mode=self.cube_padding_mode)
         if panorama_layers:
             from pager.model.panorama_layers import make_panorama_wide
 
@@ -437,10 +448,12 @@ class Pager(nn.Module):
         enable_xformers: bool = False,
         cube_padding: bool = True,
         panorama_layers: bool = True,
+        cube_padding_mode: str = "geometric",
     ) -> "Pager":
         """A trainable model starting from a base (``<base>/unet``, or ``unet_checkpoint``'s UNet folder).
 
         For ``positional_encoding="uv"`` the UNet's ``conv_in`` is widened to 10 inputs, new weights zero.
+        ``cube_padding_mode`` (``"geometric"`` or ``"reference"``) is stored in the config (``model.cube_padding``).
         Float32 on CPU; move it with ``.to()``.
         """
         from pager.model.loading import find_unet_folder, load_unet, resolve_folder
@@ -448,7 +461,7 @@ class Pager(nn.Module):
         cfg = ModalityConfig(
             modality="normals" if modality == "normal" else modality, positional_encoding=positional_encoding,
             vae_use_RoPE=vae_use_RoPE, metric_depth=metric_depth, log_scale=log_scale, min_depth=min_depth,
-            max_depth=max_depth, normals_frame=normals_frame, face_size=face_size,
+            max_depth=max_depth, normals_frame=normals_frame, face_size=face_size, cube_padding=cube_padding_mode,
             source=str(unet_checkpoint or pretrained_path),
             raw={"model": {"pretrained_path": str(pretrained_path)}},
         )
@@ -486,6 +499,7 @@ class Pager(nn.Module):
             "normals_frame": cfg.normals_frame,
             "face_size": int(cfg.face_size),
             "vae_rope_token_order": cfg.vae_rope_token_order,
+            "cube_padding": cfg.cube_padding,
         }
         out: Dict[str, Any] = {k: v for k, v in dict(extra or {}).items() if k != "model"}
         model.update({k: v for k, v in dict((extra or {}).get("model", {}) or {}).items() if k not in model or model[k] is None})

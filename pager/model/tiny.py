@@ -199,6 +199,7 @@ def build_tiny_checkpoint(
     normals_frame: Optional[str] = None,
     scenes: str = "both",
     extra_model_config: Optional[Dict[str, Any]] = None,
+    cube_padding: Optional[str] = "geometric",
 ) -> Path:
     """Write a tiny random PaGeR checkpoint (and its tiny base) in the released layout; return ``out_dir``.
 
@@ -213,6 +214,8 @@ def build_tiny_checkpoint(
         variants: UNet sub-folders to write: any of ``"unet"``, ``"EMA"``, ``"original"`` (the same weights,
             except ``original`` which is perturbed so that variant selection is observable).
         min_depth, max_depth, normals_frame: optional extra ``model:`` keys (omitted when ``None``).
+        cube_padding: ``model.cube_padding`` (``"geometric"`` or ``"reference"``); ``None`` omits the key, like
+            the released checkpoints (which then load in reference mode).
     """
     from diffusers import UNet2DConditionModel
     from omegaconf import OmegaConf
@@ -260,6 +263,10 @@ def build_tiny_checkpoint(
         model_cfg["max_depth"] = float(max_depth)
     if normals_frame is not None:
         model_cfg["normals_frame"] = normals_frame
+    if cube_padding is not None:
+        if cube_padding not in ("reference", "geometric"):
+            raise ValueError(f"cube_padding must be 'reference', 'geometric' or None, got {cube_padding!r}")
+        model_cfg["cube_padding"] = cube_padding
     if extra_model_config:
         model_cfg.update(extra_model_config)
     cfg = {

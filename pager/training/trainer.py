@@ -313,7 +313,7 @@ class Trainer:
             ckpt_model.update(
                 modality=mc.modality, unet_positional_encoding=mc.positional_encoding, vae_use_RoPE=mc.vae_use_RoPE,
                 metric_depth=mc.metric_depth, log_scale=mc.log_scale, min_depth=mc.min_depth, max_depth=mc.max_depth,
-                normals_frame=mc.normals_frame,
+                normals_frame=mc.normals_frame, cube_padding=mc.cube_padding,
             )
             base = str(ckpt_model.get("pretrained_path") or "")
             if base and not os.path.isabs(base) and (folder / base).is_dir():
@@ -333,6 +333,8 @@ class Trainer:
             m.min_depth = float(self.train_ds.min_depth)
         if _get(cfg, "model.normals_frame") is None:
             m.normals_frame = "pager"
+        if _get(cfg, "model.cube_padding") is None:  # new models: geometric (a checkpoint's own value wins above)
+            m.cube_padding = "geometric"
         if _get(cfg, "model.unet_positional_encoding") in (None, False):
             m.unet_positional_encoding = "none"
         pretrained = str(m.pretrained_path)
@@ -356,6 +358,7 @@ class Trainer:
             max_depth=float(m.max_depth),
             normals_frame=str(m.normals_frame),
             face_size=int(m.face_size),
+            cube_padding_mode=str(m.cube_padding),
             unet_checkpoint=str(self.ckpt_folder) if self.ckpt_folder is not None else None,
             enable_xformers=bool(_get(self.cfg, "model.enable_xformers", False)),
         )
