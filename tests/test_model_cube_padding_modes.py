@@ -54,6 +54,10 @@ def test_checkpoint_mode_applied_saved_and_reloaded(root):
         out = m.save_checkpoint(root / f"saved_{mode}", "depth")
         assert OmegaConf.load(out / "config.yaml").model.cube_padding == mode
         assert Pager.from_pretrained(str(out), device="cpu").cube_padding_mode == mode
+    # from_base keeps the released behaviour unless asked (the trainer passes model.cube_padding)
+    assert Pager.from_base(str(root / "geo_base"), face_size=32).cube_padding_mode == "reference"
+    fb = Pager.from_base(str(root / "geo_base"), face_size=32, cube_padding_mode="geometric")
+    assert fb.cube_padding_mode == "geometric" and fb.checkpoint_config("depth")["model"]["cube_padding"] == "geometric"
     # same weights, different padding: different predictions
     x = torch.rand(1, 3, 64, 128) * 2 - 1
     a = Pager.from_pretrained(str(geo), device="cpu").predict(x)["depth_values"]

@@ -448,12 +448,14 @@ class Pager(nn.Module):
         enable_xformers: bool = False,
         cube_padding: bool = True,
         panorama_layers: bool = True,
-        cube_padding_mode: str = "geometric",
+        cube_padding_mode: str = "reference",
     ) -> "Pager":
         """A trainable model starting from a base (``<base>/unet``, or ``unet_checkpoint``'s UNet folder).
 
         For ``positional_encoding="uv"`` the UNet's ``conv_in`` is widened to 10 inputs, new weights zero.
-        ``cube_padding_mode`` (``"geometric"`` or ``"reference"``) is stored in the config (``model.cube_padding``).
+        ``cube_padding_mode`` (``"reference"``, the default, which keeps the behaviour of the released
+        checkpoints, or ``"geometric"``) is stored in the config (``model.cube_padding``); the trainer passes
+        the training config's ``model.cube_padding`` (``geometric`` in ``base.yaml``).
         Float32 on CPU; move it with ``.to()``.
         """
         from pager.model.loading import find_unet_folder, load_unet, resolve_folder
