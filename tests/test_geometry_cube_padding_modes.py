@@ -220,9 +220,14 @@ def test_one_sided_downsample_geometric():
 
 def test_geometric_limits_and_cache_keys():
     x = torch.randn(6, 1, 4, 4)
-    assert cube_pad(x, 4).shape[-1] == 12  # reference: up to F
-    with pytest.raises(ValueError, match=r"\[0, 3\]"):
-        cube_pad(x, 4, mode="geometric")  # geometric: the neighbour has only F-1 rows beyond the edge
+    assert cube_pad(x, 4).shape[-1] == 12  # up to F
+    # geometric: the neighbour has only F-1 rows beyond the edge; tiny faces fall back to the reference table
+    assert torch.equal(cube_pad(x, 4, mode="geometric"), cube_pad(x, 4))
+    assert not torch.equal(cube_pad(x, 3, mode="geometric"), cube_pad(x, 3))
+    one = torch.randn(6, 2, 1, 1)
+    assert torch.equal(cube_pad(one, 1, mode="geometric"), cube_pad(one, 1))
+    with pytest.raises(ValueError):
+        cube_pad(x, 5, mode="geometric")
     with pytest.raises(ValueError, match="mode"):
         cube_pad(x, 1, mode="nearest")
     # both modes on the same sizes do not share a cached table

@@ -51,7 +51,7 @@ def _in_memory_model(base: Path, seed: int) -> Pager:
         emb = te(ids)[0]
     sched = DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                           prediction_type="v_prediction", rescale_betas_zero_snr=True)
-    cfg = ModalityConfig(modality="depth", positional_encoding="RoPE", face_size=32)
+    cfg = ModalityConfig(modality="depth", positional_encoding="RoPE", face_size=32, cube_padding="geometric")
     return Pager(tiny_vae(seed, 32), {"depth": tiny_unet("RoPE", seed, 32)}, {"depth": cfg}, emb,
                  alpha_prod=float(sched.alphas_cumprod[-1]), num_train_timesteps=1000).eval()
 

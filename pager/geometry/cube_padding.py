@@ -23,8 +23,9 @@ The adjacency is derived geometrically from the face frames of :mod:`pager.geome
     Padded row ``-d`` holds the neighbour's row ``d`` counted from the shared edge (the shared edge row is
     skipped): the padded pixel at distance ``d`` pixels beyond the edge holds the neighbour sample at
     distance ``d`` from the edge, the exact continuation of the edge-to-edge grid over the folded cube.
-    A symmetric stencil at a shared edge point then sees the same 3-D samples on both faces. Needs
-    ``pad <= F - 1``.
+    A symmetric stencil at a shared edge point then sees the same 3-D samples on both faces. A face has
+    only ``F - 1`` rows beyond its shared edge: when a side exceeds that (degenerate tiny faces, e.g.
+    a 1x1 latent face of an 8-pixel input), the reference table is used for that call instead.
 
 Corners (outside both ranges) are in both modes the mean of the padded value straight above/below the
 face's corner column and the one straight beside its corner row. In geometric mode both lie on the edge
@@ -240,7 +241,8 @@ def cube_pad(
 
     ``pad`` pads all four sides; ``sides=(left, right, top, bottom)``, when given, overrides it and pads
     each side separately (e.g. ``(0, 1, 0, 1)`` before a stride-2 convolution with padding 0). Every
-    side must lie in ``[0, F]`` (``[0, F-1]`` in geometric mode).
+    side must lie in ``[0, F]``; in geometric mode, sides beyond ``F-1`` (tiny faces) use the reference
+    table for the whole call.
     ``mode``: ``"reference"`` (released checkpoints: padded row ``-d`` is the neighbour's row ``d-1`` from
     the shared edge) or ``"geometric"`` (the neighbour's row ``d``: the continuation of the edge-to-edge
     grid); see the module docstring.
@@ -254,9 +256,10 @@ def cube_pad(
     if n6 % 6 != 0 or h != w:
         raise ValueError(f"faces must be [N*6, C, F, F] (batch a multiple of 6, square faces), got {tuple(faces.shape)}")
     sd = _as_sides(pad, sides)
-    limit = h - 1 if mode == "geometric" else h
-    if any(s < 0 or s > limit for s in sd):
-        raise ValueError(f"cube padding sides must lie in [0, {limit}] (face size {h}, mode {mode!r}), got {sd}")
+    if any(s < 0 or s > h for s in sd):
+        raise ValueError(f"cube padding sides must lie in [0, face size {h}], got {sd}")
+    if mode == "geometric" and max(sd) > h - 1:
+        mode = "reference"  # the neighbour has only F-1 rows beyond the shared edge (see the module docstring)
     if not faces.dtype.is_floating_point:
         raise ValueError(f"cube_pad needs a floating point tensor, got {faces.dtype}")
     left, right, top, bottom = sd
