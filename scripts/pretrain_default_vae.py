@@ -38,6 +38,10 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log_every", type=int, default=10)
+    p.add_argument("--init", type=Path, default=None, help="continue from this trained AutoencoderKL folder")
+    p.add_argument("--decoder_only", action="store_true",
+                   help="train only the decoder on the frozen encoder's latents (mode); keeps the latent space "
+                        "(and scaling_factor) of --init, so latents computed with it stay valid")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     log = logging.getLogger("pretrain_vae")
@@ -52,9 +56,21 @@ def main(argv=None) -> None:
         data[args.face_size] = {
             k: torch.nn.functional.interpolate(v.flatten(0, 1).float(), size=(args.face_size,) * 2, mode="area")
             .unflatten(0, v.shape[:2]).half() for k, v in full.items() if k != "mask"}
-    vae = panoramic_vae(build_default_vae(args.seed))
+    if args.init is not None:
+        from diffusers import AutoencoderKL
+
+        vae = panoramic_vae(AutoencoderKL.from_pretrained(str(args.init)))
+    else:
+        vae = panoramic_vae(build_default_vae(args.seed))
+    if args.decoder_only and args.init is None:
+        raise ValueError("--decoder_only needs --init")
     vae.train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=1e-4)
+    if args.decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+        vae.encoder.eval()
+    params = [q for q in vae.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 20) * (0.1 ** (s / max(args.steps, 1))))
     gen = torch.Generator().manual_seed(args.seed + 1)
@@ -66,16 +82,17 @@ def main(argv=None) -> None:
         idx = torch.randint(0, d["rgb"].shape[0], (3,), generator=gen)
         # one panorama of each kind: RGB, depth, normals -> [18, 3, F, F]
         x = torch.cat([d["rgb"][idx[0]], d["depth"][idx[1]], d["normals"][idx[2]]], 0).float()
-        post = vae.encode(x).latent_dist
-        z = post.sample(generator=None)
+        with torch.set_grad_enabled(not args.decoder_only):
+            post = vae.encode(x).latent_dist
+            z = post.mode() if args.decoder_only else post.sample(generator=None)
         rec = vae.decode(z).sample
         err = (rec - x).abs().flatten(1).mean(1).view(3, 6).mean(1)  # per kind
         l1 = err.mean()
         kl = post.kl().mean() / x[0].numel()
-        loss = l1 + args.kl_weight * kl * x[0].numel()
+        loss = l1 if args.decoder_only else l1 + args.kl_weight * kl * x[0].numel()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         curve.append([step] + [float(e) for e in err.detach()])
@@ -91,6 +108,8 @@ def main(argv=None) -> None:
         lat = torch.cat([vae.encode(d["rgb"][i].float()).latent_dist.mode() for i in range(n)]
                         + [vae.encode(d["depth"][i].float()).latent_dist.mode() for i in range(n)])
         std = float(lat.std())
+        if args.decoder_only:  # the latent space is unchanged: keep its scale
+            std = 1.0 / float(vae.config.scaling_factor)
         vae.register_to_config(scaling_factor=1.0 / std)
         errs = {k: float(torch.stack([(vae.decode(vae.encode(d[k][i].float()).latent_dist.mode()).sample
                                         - d[k][i].float()).abs().mean() for i in range(n)]).mean())

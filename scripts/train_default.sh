@@ -14,8 +14,8 @@ cd "$(dirname "$0")/.."
 RUN=${RUN:-/work/default_run}
 DATA=${DATA:-$RUN/data}
 STAGES=${STAGES:-"data vae base encode latent e2e package eval"}
-LATENT_STEPS=${LATENT_STEPS:-1500}
-E2E_STEPS=${E2E_STEPS:-150}
+LATENT_STEPS=${LATENT_STEPS:-1200}
+E2E_STEPS=${E2E_STEPS:-400}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
 mkdir -p "$RUN"
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -38,7 +38,11 @@ if has encode; then  # stage 1 inputs: latents of 400 training panoramas, two sh
   done
   wait
 fi
-if has latent; then  # stage 1: UNets regress the target latents (fast), depth and normals in parallel
+if has latent; then  # stage 1: UNets regress the target latents (fast), depth and normals in parallel, and the
+  # VAE decoder is trained further on the frozen encoder's latents (same latent space: the latents stay valid)
+  python scripts/pretrain_default_vae.py --data_path "$DATA/train" --out "$RUN/vae_dec" --init "$RUN/vae" --decoder_only \
+    --num_panoramas 200 --steps 250 --final_steps 40 --face_size 64 --final_face_size 128 --lr 3e-4 --threads 1 --seed 1 \
+    > "$RUN/pretrain_vae_decoder.log" 2>&1 &
   for m in depth normals; do
     python scripts/default_model/train_latent.py train --base "$RUN/base" --latents "$RUN"/latents_0.pt "$RUN"/latents_1.pt \
       --modality $m --val_path "$DATA/heldout" --out "$RUN/latent_$m" --steps "$LATENT_STEPS" --seed 0 --init_seed 1 \
@@ -46,7 +50,8 @@ if has latent; then  # stage 1: UNets regress the target latents (fast), depth a
   done
   wait
 fi
-if has e2e; then  # stage 2: our train.py, end to end in pixel space, starting from stage 1
+if has e2e; then  # stage 2: our train.py, end to end in pixel space, starting from stage 1, with the better decoder
+  rm -rf "$RUN/base/vae" && cp -r "$RUN/vae_dec" "$RUN/base/vae"
   for m in depth normals; do
     python train.py --config configs/default_$m.yaml --checkpoint_path "$RUN/latent_$m" --data_path "$DATA/train" \
       --save_path "$RUN/e2e" --max_train_steps "$E2E_STEPS" > "$RUN/e2e_$m.log" 2>&1 &
@@ -60,8 +65,8 @@ fi
 if has eval; then  # the 100 held-out panoramas, with our inference + evaluation scripts (default model: no --checkpoint_path)
   python inference.py --dataset Synthetic --data_path "$DATA/heldout" --split test --results_path "$RUN/eval_default" \
     --pred_only --generate_eval --overwrite --no_progress
-  python evaluation/depth_evaluation.py --pred_path "$RUN/eval_default" --data_path "$DATA/heldout" --dataset Synthetic \
+  python evaluation/depth_evaluation.py --pred_path "$RUN/eval_default/default-depth" --data_path "$DATA/heldout" --dataset Synthetic \
     --alignment_type log_shift | tee "$RUN/eval_depth.txt"
-  python evaluation/normals_estimation.py --pred_path "$RUN/eval_default" --data_path "$DATA/heldout" --dataset Synthetic \
+  python evaluation/normals_estimation.py --pred_path "$RUN/eval_default/default-normals" --data_path "$DATA/heldout" --dataset Synthetic \
     | tee "$RUN/eval_normals.txt"
 fi

@@ -55,7 +55,8 @@ def cmd_encode(args) -> None:
     from pager.model.default_arch import DEFAULT_FACE_SIZE
 
     pager = build_pager(args.base, "depth")
-    data = load_cubemaps(args.data_path, "train", args.num, DEFAULT_FACE_SIZE, seed=args.seed)
+    data = load_cubemaps(args.data_path, "train", args.num, DEFAULT_FACE_SIZE, seed=args.seed,
+                         augment_seed=args.augment_seed)
     n = data["rgb"].shape[0]
     lats = {"rgb": [], "depth": [], "normals": []}
     t0 = time.time()
@@ -108,9 +109,11 @@ def cmd_train(args) -> None:
     tgt = torch.cat([d[args.modality] for d in lat])
     n = rgb.shape[0]
     log.info("%d training panoramas (latents %s)", n, tuple(rgb.shape[1:]))
-    pager = build_pager(args.base, args.modality)
+    pager = build_pager(args.base, args.modality, unet_checkpoint=args.init_checkpoint)
     unet = pager.unets[args.modality]
-    if args.init_seed is not None:  # fresh weights of the default architecture (not the base's unet/)
+    if args.init_checkpoint is not None:
+        log.info("continuing from %s", args.init_checkpoint)
+    elif args.init_seed is not None:  # fresh weights of the default architecture (not the base's unet/)
         unet.load_state_dict(build_default_unet(args.init_seed).state_dict())
     unet.train()
     opt = torch.optim.AdamW(unet.parameters(), lr=args.lr, weight_decay=1e-2)
@@ -169,6 +172,7 @@ def main(argv=None) -> None:
     e.add_argument("--shard", type=int, default=0)
     e.add_argument("--num_shards", type=int, default=1)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--augment_seed", type=int, default=None, help="random roll + mirror of every panorama")
     e.add_argument("--out", required=True, type=Path)
     t = sub.add_parser("train")
     t.add_argument("--base", required=True)
@@ -184,6 +188,7 @@ def main(argv=None) -> None:
     t.add_argument("--ema_decay", type=float, default=0.995)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--init_seed", type=int, default=None)
+    t.add_argument("--init_checkpoint", default=None, help="continue from a checkpoint written by this script")
     t.add_argument("--log_every", type=int, default=25)
     t.add_argument("--val_every", type=int, default=250)
     args = p.parse_args(argv)
