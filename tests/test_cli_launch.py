@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from pager.cli.launch import requested_processes
-from tests.test_inference_cli import N_SAMPLES, REPO, _one_thread, infer_args, world  # noqa: F401  (fixtures)
+from tests.test_inference_cli import N_SAMPLES, REPO, infer_args, world  # noqa: F401  (fixtures)
 
 
 def test_num_processes_is_read_from_an_accelerate_command_line():

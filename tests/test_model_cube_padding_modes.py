@@ -9,13 +9,6 @@ from pager.model import Pager, build_tiny_checkpoint
 from pager.model.loading import ModalityConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):

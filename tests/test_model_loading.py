@@ -13,14 +13,6 @@ from pager.model.loading import ModalityConfig, load_empty_prompt_embedding, wid
 from pager.model.tiny import tiny_text_encoder, tiny_unet, tiny_vae
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster (and far faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 REV = "0123456789abcdef0123456789abcdef01234567"
 
 

@@ -10,15 +10,6 @@ import torch
 from pager.model import Pager, build_tiny_checkpoint
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster (and far faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope="module")
 def cks(tmp_path_factory):
     root = tmp_path_factory.mktemp("num")

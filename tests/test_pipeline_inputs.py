@@ -12,14 +12,6 @@ from pager.model import build_tiny_checkpoint
 from pager.pipeline import PagerOutput, PagerPipeline
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster (and far faster on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 FS = 16
 
 

@@ -34,10 +34,7 @@ def assets(tmp_path_factory):
 def _fresh_accelerate_state():
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on a shared machine
     yield
-    torch.set_num_threads(threads)
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
