@@ -13,9 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-/work/default_run}
 DATA=${DATA:-$RUN/data}
-STAGES=${STAGES:-"data vae base encode latent e2e package eval"}
+STAGES=${STAGES:-"data vae base encode latent e2e package eval"}  # optional extra: select
 LATENT_STEPS=${LATENT_STEPS:-1200}
 E2E_STEPS=${E2E_STEPS:-400}
+E2E2_STEPS=${E2E2_STEPS:-600}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
 mkdir -p "$RUN"
 has() { [[ " $STAGES " == *" $1 "* ]]; }
@@ -45,7 +46,7 @@ if has latent; then  # stage 1: UNets regress the target latents (fast), depth a
     > "$RUN/pretrain_vae_decoder.log" 2>&1 &
   for m in depth normals; do
     python scripts/default_model/train_latent.py train --base "$RUN/base" --latents "$RUN"/latents_0.pt "$RUN"/latents_1.pt \
-      --modality $m --val_path "$DATA/heldout" --out "$RUN/latent_$m" --steps "$LATENT_STEPS" --seed 0 --init_seed 1 \
+      --modality $m --val_path "$DATA/heldout" --out "$RUN/latent_$m" --steps "$LATENT_STEPS" --val_every 200 --seed 0 --init_seed 1 \
       > "$RUN/latent_$m.log" 2>&1 &
   done
   wait
@@ -53,14 +54,26 @@ fi
 if has e2e; then  # stage 2: our train.py, end to end in pixel space, starting from stage 1, with the better decoder
   rm -rf "$RUN/base/vae" && cp -r "$RUN/vae_dec" "$RUN/base/vae"
   for m in depth normals; do
-    python train.py --config configs/default_$m.yaml --checkpoint_path "$RUN/latent_$m" --data_path "$DATA/train" \
-      --save_path "$RUN/e2e" --max_train_steps "$E2E_STEPS" > "$RUN/e2e_$m.log" 2>&1 &
+    ( python train.py --config configs/default_$m.yaml --checkpoint_path "$RUN/latent_$m" --data_path "$DATA/train" \
+        --save_path "$RUN/e2e" --max_train_steps "$E2E_STEPS" > "$RUN/e2e_$m.log" 2>&1
+      # a second run from the first one's weights, with a fresh learning-rate schedule and another data order
+      python train.py --config configs/default_$m.yaml --checkpoint_path "$RUN/e2e/default_$m/checkpoint-last" \
+        --data_path "$DATA/train" --save_path "$RUN/e2e2" --max_train_steps "$( [ $m = depth ] && echo 400 || echo "$E2E2_STEPS")" \
+        --seed 1001 > "$RUN/e2e2_$m.log" 2>&1 ) &
   done
   wait
+  # depth only: a third run at a higher learning rate (the flat indoor depth maps were under-fitted).
+  # (In the shipped run, depth's second run had a 600-step schedule and was stopped after step 400.)
+  python train.py --config configs/default_depth.yaml --checkpoint_path "$RUN/e2e2/default_depth/checkpoint-last" \
+    --data_path "$DATA/train" --save_path "$RUN/e2e3" --max_train_steps 500 --learning_rate 5e-4 --seed 1002 \
+    > "$RUN/e2e3_depth.log" 2>&1
 fi
 if has package; then
-  python scripts/default_model/package.py --base "$RUN/base" --depth "$RUN/e2e/default_depth/checkpoint-last" \
-    --normals "$RUN/e2e/default_normals/checkpoint-last"
+  python scripts/default_model/package.py --base "$RUN/base" --depth "$RUN/e2e3/default_depth/checkpoint-last" \
+    --normals "$RUN/e2e2/default_normals/checkpoint-last"
+fi
+if has select; then  # checkpoints were compared on 16 separate validation panoramas (seed 800000), never on the held-out set
+  pager synth --out "$DATA/val/Synthetic" --num 16 --height 256 --scenes both --seed 800000 --splits 0 0 1 --no-progress
 fi
 if has eval; then  # the 100 held-out panoramas, with our inference + evaluation scripts (default model: no --checkpoint_path)
   python inference.py --dataset Synthetic --data_path "$DATA/heldout" --split test --results_path "$RUN/eval_default" \
