@@ -67,9 +67,13 @@ if has e2e; then  # stage 2: our train.py, end to end in pixel space, starting f
   python train.py --config configs/default_depth.yaml --checkpoint_path "$RUN/e2e2/default_depth/checkpoint-last" \
     --data_path "$DATA/train" --save_path "$RUN/e2e3" --max_train_steps 500 --learning_rate 5e-4 --seed 1002 \
     > "$RUN/e2e3_depth.log" 2>&1
+  # and a fourth (a 1000-step schedule; the shipped weights are its checkpoint at step 800, where it was stopped)
+  python train.py --config configs/default_depth.yaml --checkpoint_path "$RUN/e2e3/default_depth/checkpoint-last" \
+    --data_path "$DATA/train" --save_path "$RUN/e2e4" --max_train_steps 800 --learning_rate 5e-4 --seed 1003 \
+    > "$RUN/e2e4_depth.log" 2>&1
 fi
 if has package; then
-  python scripts/default_model/package.py --base "$RUN/base" --depth "$RUN/e2e3/default_depth/checkpoint-last" \
+  python scripts/default_model/package.py --base "$RUN/base" --depth "$RUN/e2e4/default_depth/checkpoint-last" \
     --normals "$RUN/e2e2/default_normals/checkpoint-last"
 fi
 if has select; then  # checkpoints were compared on 16 separate validation panoramas (seed 800000), never on the held-out set
