@@ -22,23 +22,9 @@ from pager.geometry import (
     erp_to_cubemap,
 )
 
-# (normal, right, up) per face, from the package docstring; face point = n/2 + a*right + b*up
-FRAMES = {
-    "F": ((1, 0, 0), (0, 0, 1), (0, 1, 0)),
-    "R": ((0, 0, 1), (-1, 0, 0), (0, 1, 0)),
-    "B": ((-1, 0, 0), (0, 0, -1), (0, 1, 0)),
-    "L": ((0, 0, -1), (1, 0, 0), (0, 1, 0)),
-    "U": ((0, 1, 0), (0, 0, 1), (-1, 0, 0)),
-    "D": ((0, -1, 0), (0, 0, 1), (1, 0, 0)),
-}
-VEC = {k: [torch.tensor(v, dtype=torch.float64) for v in vs] for k, vs in FRAMES.items()}
+from tests.geometry_truth import VEC, field
 
 
-def field(p):
-    """Smooth, non-symmetric function of direction (p: [..., 3]); 2 channels last."""
-    d = p / p.norm(dim=-1, keepdim=True)
-    x, y, z = d.unbind(-1)
-    return torch.stack((x + 2 * y + 3 * z + x * z, torch.sin(3 * x) * torch.cos(2 * y) + z), dim=-1)
 
 
 def grid_point(face, r, c, fs):

@@ -15,18 +15,10 @@ from pager.geometry import (
     uv_positional_encoding,
 )
 
+from tests.geometry_truth import FRAMES
+
 p360 = pytest.importorskip("pytorch360convert.pytorch360convert")
 
-# Face frames written out from the conventions in the package docstring (not imported from the code):
-# face point of face coordinates (a, b) = n/2 + a*right + b*up, a = -1/2 + c/(F-1), b = 1/2 - r/(F-1).
-FRAMES = {
-    "F": ((1, 0, 0), (0, 0, 1), (0, 1, 0)),
-    "R": ((0, 0, 1), (-1, 0, 0), (0, 1, 0)),
-    "B": ((-1, 0, 0), (0, 0, -1), (0, 1, 0)),
-    "L": ((0, 0, -1), (1, 0, 0), (0, 1, 0)),
-    "U": ((0, 1, 0), (0, 0, 1), (-1, 0, 0)),
-    "D": ((0, -1, 0), (0, 0, 1), (1, 0, 0)),
-}
 
 
 def face_pixel_dirs(fs):
