@@ -213,14 +213,18 @@ def _c2e_face_coords(height: int, width: int, face_size: int) -> Tuple[torch.Ten
 
 @functools.lru_cache(maxsize=32)
 def _c2e_grid(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """grid_sample grid ``[1, H, W, 2]`` (align_corners=False) into the vertical strip of the 6 faces
-    each cube-padded by one pixel: ``[6*(F+2), F+2]``."""
+    """grid_sample grid ``[1, H, W, 2]`` (align_corners=False) into the vertical strip of the 6 faces ``[6*F, F]``.
+
+    With the edge-to-edge face grid every ray lands inside ``[0, F-1]`` of its face, so no padding is needed;
+    rows are kept ``margin`` pixels inside the face so that rounding of the grid in ``dtype`` never gives
+    weight to the unrelated face next in the strip (columns are clamped by ``padding_mode="border"``).
+    """
     face, col, row = _c2e_face_coords(height, width, face_size)
-    p = face_size + 2
-    x = col + 1.0
-    y = face.to(torch.float64) * p + row + 1.0
-    gx = (2.0 * x + 1.0) / p - 1.0
-    gy = (2.0 * y + 1.0) / (6 * p) - 1.0
+    margin = min(16.0 * torch.finfo(dtype).eps * 6 * face_size, 0.01)  # pixels
+    row = row.clamp(margin, face_size - 1 - margin)
+    y = face.to(torch.float64) * face_size + row
+    gx = (2.0 * col + 1.0) / face_size - 1.0
+    gy = (2.0 * y + 1.0) / (6 * face_size) - 1.0
     return torch.stack((gx, gy), dim=-1).unsqueeze(0).to(dtype).to(device).contiguous()
 
 
@@ -236,9 +240,9 @@ def cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str = "bil
     """Resample a cubemap onto an ERP panorama: ``[B, 6, C, F, F] -> [B, C, H, W]``.
 
     The exact inverse of :func:`erp_to_cubemap`'s grid: each ERP pixel centre is projected onto the face
-    its ray hits and the face grid is interpolated there. Bilinear mode samples the faces cube-padded
-    by one pixel (so an interpolation never reads a neighbouring face's unrelated pixels); nearest mode
-    is a pure gather (bool and integer masks stay exact).
+    its ray hits and the face grid is interpolated there (one ``grid_sample`` over the faces stacked in a
+    strip; every sample stays inside its own face); nearest mode is a pure gather (bool and integer masks
+    stay exact).
     """
     if not isinstance(cube, torch.Tensor) or cube.dim() != 5 or cube.shape[1] != 6 or cube.shape[-1] != cube.shape[-2]:
         shape = tuple(cube.shape) if isinstance(cube, torch.Tensor) else type(cube).__name__
@@ -256,12 +260,8 @@ def cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str = "bil
     else:
         if not cube.dtype.is_floating_point:
             raise ValueError(f"mode='bilinear' needs a floating point cube, got {cube.dtype}; use mode='nearest' for masks")
-        from pager.geometry.cube_padding import cube_pad
-
         sdt = _sampling_dtype(cube.dtype)
-        padded = cube_pad(cube.to(sdt).reshape(b * 6, c, fs, fs), 1)  # [B*6, C, F+2, F+2]
-        p = fs + 2
-        strip = padded.reshape(b, 6, c, p, p).transpose(1, 2).reshape(1, b * c, 6 * p, p)
+        strip = cube.to(sdt).transpose(1, 2).reshape(1, b * c, 6 * fs, fs)  # faces stacked vertically
         grid = _c2e_grid(height, width, fs, device, sdt)
         out = F.grid_sample(strip, grid, mode="bilinear", padding_mode="border", align_corners=False)
         out = out.to(cube.dtype)
