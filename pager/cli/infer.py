@@ -31,8 +31,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 #: Model-loading options a user might try on the command line; the checkpoint's config.yaml wins (warning).
-IGNORED_MODEL_OPTIONS = ("modality", "pretrained_path", "unet_positional_encoding", "vae_use_RoPE", "metric_depth",
-                         "log_scale", "min_depth", "max_depth", "normals_frame")
+from pager.config import MODEL_LOADING_KEYS as IGNORED_MODEL_OPTIONS  # noqa: E402
 
 
 def _yaml_value(text: str) -> Any:

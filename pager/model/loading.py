@@ -47,15 +47,8 @@ DEFAULT_FACE_SIZE = 768
 DEFAULT_MODEL_NAME = "default"
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "default"
 
-#: Keys of a checkpoint's ``model:`` section that decide how it is built (mirrors pager.config).
-try:  # the lead's config module holds the authoritative list
-    from pager.config import MODEL_LOADING_KEYS as _MODEL_LOADING_KEYS
-except Exception:  # pragma: no cover - only while pager.config is missing
-    _MODEL_LOADING_KEYS = (
-        "modality", "pretrained_path", "unet_positional_encoding", "vae_use_RoPE",
-        "metric_depth", "log_scale", "min_depth", "max_depth", "normals_frame", "cube_padding",
-    )
-MODEL_LOADING_KEYS: Tuple[str, ...] = tuple(_MODEL_LOADING_KEYS)
+#: Keys of a checkpoint's ``model:`` section that decide how it is built (one list, in pager.config).
+from pager.config import MODEL_LOADING_KEYS  # noqa: E402
 
 
 @dataclass
