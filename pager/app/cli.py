@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from typing import Any, List, Optional
 
 logger = logging.getLogger(__name__)
@@ -75,12 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``app.py``; errors become one line and exit code 2."""
+    from pager.cli.main import run_script
+
     parser = add_arguments(argparse.ArgumentParser(prog="app.py", description=__doc__))
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError, OSError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_script(parser, run, argv, extra_errors=(OSError,))

@@ -24,7 +24,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -226,13 +226,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``inference.py``: errors become one line and exit code 2."""
-    import sys
+    from pager.cli.main import run_script
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return int(run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as exc:
-        print(f"inference.py: error: {exc}", file=sys.stderr)
-        return 2
+    return run_script(build_parser(), run, argv)

@@ -10,7 +10,10 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+#: Errors that mean bad input (a path, a file, an argument): one readable line and exit code 2.
+USER_ERRORS: Tuple[type, ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)
 
 #: command name -> (module, one-line help)
 COMMANDS: Dict[str, Tuple[str, str]] = {
@@ -31,6 +34,31 @@ def _load(module_name: str):
         if exc.name == module_name:
             return None
         raise
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr at INFO (DEBUG with ``verbose``); a no-op when logging is already configured."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def run_script(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace], int],
+    argv: Optional[Sequence[str]] = None,
+    extra_errors: Tuple[type, ...] = (),
+) -> int:
+    """Entry point of a stand-alone script (``train.py``, ``inference.py``, ...): parse ``argv`` (a
+    ``-v/--verbose`` flag is added), set up logging, call ``run(args)``; input errors become one line
+    ``<prog>: error: ...`` and exit code 2."""
+    if not any(a.dest == "verbose" for a in parser._actions):
+        parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    args = parser.parse_args(None if argv is None else list(argv))
+    setup_logging(args.verbose)
+    try:
+        return int(run(args) or 0)
+    except USER_ERRORS + tuple(extra_errors) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
@@ -61,10 +89,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"pager {args.command}: this command is not available in this installation", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as exc:
+    except USER_ERRORS as exc:
         print(f"pager {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

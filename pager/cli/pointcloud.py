@@ -320,15 +320,10 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Stand-alone entry point (``generate_point_cloud.py``); errors become one line and exit code 2."""
+    from pager.cli.main import run_script
+
     parser = add_arguments(argparse.ArgumentParser(
         prog="generate_point_cloud.py",
         description="Point clouds (GLB/PLY) from PaGeR predictions or from one panorama.",
     ))
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_script(parser, run, argv)

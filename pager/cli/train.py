@@ -57,15 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``train.py``: the same options as ``pager train``."""
-    parser = add_arguments(argparse.ArgumentParser(prog="train.py", description=DESCRIPTION))
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError) as exc:
-        print(f"train.py: error: {exc}", file=sys.stderr)
-        return 2
+    from pager.cli.main import run_script
+
+    return run_script(add_arguments(argparse.ArgumentParser(prog="train.py", description=DESCRIPTION)), run, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
