@@ -22,6 +22,8 @@ from pager.geometry import cube_padding_mode, erp_directions, erp_to_cubemap
 from pager.geometry.cubemap import cubemap_to_erp
 from pager.model import Pager, build_tiny_checkpoint
 
+from tests.seam_measures import face_labels, local_border_jump_ratio
+
 FS, H = 32, 64
 
 
@@ -33,14 +35,9 @@ def checkpoint(tmp_path_factory):
         yield build_tiny_checkpoint(root / "ck", seed=0)
 
 
-def face_labels() -> torch.Tensor:
-    cube = torch.arange(6.0).view(1, 6, 1, 1, 1).expand(1, 6, 1, FS, FS).contiguous()
-    return cubemap_to_erp(cube, H, 2 * H, mode="nearest")[0, 0]
-
-
 def border_and_inside_jumps(erp: torch.Tensor):
     """Mean |difference| of ERP neighbours across a face border and inside faces."""
-    lab = face_labels()
+    lab = face_labels(FS, H)
     dh, lh = (erp[:, 1:] - erp[:, :-1]).abs(), lab[:, 1:] != lab[:, :-1]
     dv, lv = (erp[1:] - erp[:-1]).abs(), lab[1:] != lab[:-1]
     assert lh.any() and lv.any()
@@ -98,25 +95,6 @@ def symmetrise_kernels(model: torch.nn.Module) -> None:
                 m.weight.copy_(torch.stack(rots + [r.flip(3) for r in rots]).mean(0))
 
 
-def local_border_jump_ratio(erp: torch.Tensor) -> float:
-    """Median, over ERP neighbour pairs straddling a face border, of |jump| / mean |jump| of the two pairs
-    just before and after it on the same row / column (inside faces): ~1 for an image without seams,
-    whatever the local gradient; > 1 where face borders show."""
-    lab = face_labels()
-    ratios = []
-    for e, lb in ((erp, lab), (erp.T, lab.T)):
-        d = (e[:, 1:] - e[:, :-1]).abs()
-        border = lb[:, 1:] != lb[:, :-1]
-        r, c = torch.nonzero(border[:, 1:-1], as_tuple=True)
-        c = c + 1
-        keep = ~border[r, c - 1] & ~border[r, c + 1]
-        r, c = r[keep], c[keep]
-        ratios.append(d[r, c] / (0.5 * (d[r, c - 1] + d[r, c + 1]) + 1e-12))
-    ratios = torch.cat(ratios)
-    assert ratios.numel() > 100
-    return ratios.median().item()
-
-
 def natural_ratio(path, cube_padding: bool, expect_mode, faces) -> float:
     m = Pager.from_pretrained(str(path), cube_padding=cube_padding, device="cpu").to(torch.float64)
     assert m.cube_padding_mode == (expect_mode or m.cube_padding_mode)
@@ -124,7 +102,7 @@ def natural_ratio(path, cube_padding: bool, expect_mode, faces) -> float:
     symmetrise_kernels(m)
     with torch.no_grad():
         cube = m.forward_faces(faces, "depth").mean(2, keepdim=True)
-    return local_border_jump_ratio(cubemap_to_erp(cube, H, 2 * H)[0, 0])
+    return local_border_jump_ratio(cubemap_to_erp(cube, H, 2 * H)[0, 0], face_labels(FS, H))
 
 
 @pytest.mark.parametrize("pano_seed", [100, 101])
