@@ -5,6 +5,7 @@ from pager.geometry import cubemap_to_erp
 
 
 def face_labels(fs, h):
+    """Face index (0..5, F R B L U D) of every pixel of an ERP of height ``h`` stitched from ``fs``-px faces."""
     cube = torch.arange(6.0).view(1, 6, 1, 1, 1).expand(1, 6, 1, fs, fs).contiguous()
     return cubemap_to_erp(cube, h, 2 * h, mode="nearest")[0, 0]
 

@@ -26,8 +26,6 @@ from tests.geometry_truth import VEC, field
 from tests.seam_measures import face_labels, local_border_jump_ratio
 
 
-
-
 def grid_point(face, r, c, fs):
     """Edge-to-edge grid point (r, c) of a face, continued linearly in the face plane when outside."""
     n, rv, uv = VEC[face]

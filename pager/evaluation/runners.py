@@ -248,6 +248,15 @@ def _dataset_name(ds: Any, fallback: Optional[str]) -> Optional[str]:
     return getattr(ds, "NAME", None) or getattr(ds, "name", None) or fallback
 
 
+def _locate(pred_path: Path | str, data_path: Optional[Path | str], dataset: Any, split: str, scenes: str,
+            output_dir: Optional[Path | str]) -> Tuple[Any, Optional[str], Path, Path]:
+    """``(dataset object, dataset name, eval folder of the predictions, output folder)`` of a runner."""
+    ds = _open_dataset(dataset, data_path, split, scenes)
+    name = _dataset_name(ds, dataset if isinstance(dataset, str) else None)
+    eval_dir = find_eval_dir(pred_path, name)
+    return ds, name, eval_dir, Path(output_dir) if output_dir is not None else eval_dir.parent
+
+
 def _iter_samples(ds: Any, indices: Sequence[int], num_workers: int) -> Iterable[Dict[str, Any]]:
     """Yield ``ds[i]`` for ``indices`` (optionally decoded by DataLoader workers, order kept)."""
     if num_workers <= 0:
@@ -427,10 +436,7 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
     if error_maps_saving_frequency < 1:
         raise ValueError(f"--error_maps_saving_frequency must be >= 1, got {error_maps_saving_frequency}")
     device = device or _default_device()
-    ds = _open_dataset(dataset, data_path, split, scenes)
-    name = _dataset_name(ds, dataset if isinstance(dataset, str) else None)
-    eval_dir = find_eval_dir(pred_path, name)
-    out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
+    ds, name, eval_dir, out_dir = _locate(pred_path, data_path, dataset, split, scenes, output_dir)
     tag = alignment_type
     maps_dir = out_dir / f"error_maps_{tag}"
 
@@ -486,10 +492,7 @@ def evaluate_normals(pred_path: Path | str, data_path: Optional[Path | str], dat
     if error_maps_saving_frequency < 1:
         raise ValueError(f"--error_maps_saving_frequency must be >= 1, got {error_maps_saving_frequency}")
     device = device or _default_device()
-    ds = _open_dataset(dataset, data_path, split, scenes)
-    name = _dataset_name(ds, dataset if isinstance(dataset, str) else None)
-    eval_dir = find_eval_dir(pred_path, name)
-    out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
+    ds, name, eval_dir, out_dir = _locate(pred_path, data_path, dataset, split, scenes, output_dir)
     maps_dir = out_dir / "error_maps_normals"
 
     def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
@@ -534,10 +537,7 @@ def evaluate_edges(pred_path: Path | str, data_path: Optional[Path | str], datas
     (it passes the dataset's maximum depth as the distance cap); Koch et al. use 10.
     """
     device = device or _default_device()
-    ds = _open_dataset(dataset, data_path, split, scenes)
-    name = _dataset_name(ds, dataset if isinstance(dataset, str) else None)
-    eval_dir = find_eval_dir(pred_path, name)
-    out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
+    ds, name, eval_dir, out_dir = _locate(pred_path, data_path, dataset, split, scenes, output_dir)
 
     def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
         sid = str(sample["id"])
@@ -593,13 +593,13 @@ def evaluate_seams(pred_path: Path | str, data_path: Optional[Path | str] = None
     name: Optional[str] = None
     ids: Optional[List[str]] = None
     if dataset is not None:
-        ds = _open_dataset(dataset, data_path, split, scenes)
-        name = _dataset_name(ds, dataset if isinstance(dataset, str) else None)
+        ds, name, eval_dir, out_dir = _locate(pred_path, data_path, dataset, split, scenes, output_dir)
         ids = _dataset_ids(ds)
         if ids is None:
             ids = [str(ds[i]["id"]) for i in range(len(ds))]
-    eval_dir = find_eval_dir(pred_path, name)
-    out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
+    else:
+        eval_dir = find_eval_dir(pred_path, None)
+        out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
     stand_in = _PredictionsOnly(eval_dir, ids)
 
     def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
