@@ -79,41 +79,156 @@ def _weights(folder):
     return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
 
 
-def test_resume_reaches_the_same_weights(assets):
-    from pager.training.trainer import load_training_config, train
-
-    full = train(_cfg(assets, "full"))
-    assert full.global_step == 4 and not full.stopped_early
-    assert set(full.last_losses) == {"total_loss", "l1_loss", "grad_loss", "normals_consistency_loss"}
-    part = train(_cfg(assets, "part"), stop_after_steps=2)
-    assert part.stopped_early and part.global_step == 2
-    state = part.checkpoint_dir / "training_checkpoint"
-    progress = json.loads((state / "progress.json").read_text())
-    # 6 training panoramas, batch 1, accumulation 2: 3 steps per epoch; 2 steps = 4 batches into epoch 0
-    assert progress == {"global_step": 2, "epoch": 0, "batches_in_epoch": 4, "best_metric": None}
-
-    # resume the way train.py does: the stored config, plus the resume path
+def _reset_accelerate():
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
-    cfg = load_training_config(None, {}, resume_path=str(state))
-    assert cfg.training.max_train_steps == 4 and cfg.logging.run_name == "part"
-    resumed = train(cfg)
-    assert resumed.global_step == 4 and resumed.run_dir == part.run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(assets):
+    """4 steps uninterrupted ("full"), and 2 steps then interrupted ("part"; its folder is copied, never resumed)."""
+    from pager.training.trainer import train
+
+    full = train(_cfg(assets, "full"))
+    _reset_accelerate()
+    part = train(_cfg(assets, "part"), stop_after_steps=2)
+    _reset_accelerate()
+    return {"full": full, "part": part}
+
+
+def _resume(run_dir, allow_pickle=False, **kwargs):
+    """Resume ``run_dir`` the way train.py does: the stored config plus the resume path."""
+    from pager.training.trainer import load_training_config, train
+
+    _reset_accelerate()
+    cfg = load_training_config(None, {}, resume_path=str(run_dir))
+    return train(cfg, allow_pickle=allow_pickle, **kwargs)
+
+
+def _assert_same_weights(a_dir, b_dir):
     for variant in ("original", "EMA"):
-        a = _weights(full.checkpoint_dir / variant)
-        b = _weights(resumed.checkpoint_dir / variant)
+        a = _weights(a_dir / variant)
+        b = _weights(b_dir / variant)
         assert a.keys() == b.keys()
         for k in a:
-            torch.testing.assert_close(b[k], a[k], rtol=1e-6, atol=1e-7, msg=f"{variant}/{k}")
+            assert torch.equal(b[k], a[k]), f"{variant}/{k} differs"
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def test_resume_reaches_the_same_weights(assets, runs):
+    full, part = runs["full"], runs["part"]
+    assert full.global_step == 4 and not full.stopped_early
+    assert set(full.last_losses) == {"total_loss", "l1_loss", "grad_loss", "normals_consistency_loss"}
+    assert part.stopped_early and part.global_step == 2
+    run = _copy_run(part.run_dir, assets["root"] / "runs" / "part_resumed")
+    state = run / "checkpoint-last" / "training_checkpoint"
+    progress = json.loads((state / "progress.json").read_text())
+    # 6 training panoramas, batch 1, accumulation 2: 3 steps per epoch; 2 steps = 4 batches into epoch 0
+    assert progress == {"global_step": 2, "epoch": 0, "batches_in_epoch": 4, "best_metric": None}
+    # no pickle but Accelerate's optimizer and RNG files (loaded weights-only): EMA, schedule, progress are safetensors/JSON
+    assert sorted(p.name for p in state.iterdir()) == [
+        "ema.safetensors", "lr_scheduler.json", "model.safetensors", "optimizer.bin", "progress.json", "random_states_0.pkl"]
+
+    cfg_resumed = _resume(state)
+    assert cfg_resumed.global_step == 4 and cfg_resumed.run_dir == run.resolve()
+    # bitwise equal to the uninterrupted run: same data order, RNG, optimiser state, schedule and EMA
+    _assert_same_weights(full.checkpoint_dir, cfg_resumed.checkpoint_dir)
     # training did change the trained (attention) weights, and only those
     base = _weights(Path(assets["base"]) / "unet")
     trained = _weights(full.checkpoint_dir / "original")
     changed = {k for k in base if not torch.equal(base[k], trained[k])}
     assert changed and all("transformer_blocks" in k for k in changed)
     assert any(not torch.equal(a, b) for a, b in zip(_weights(full.checkpoint_dir / "EMA").values(), trained.values()))
+
+
+def test_resume_of_a_legacy_pickled_state_needs_allow_pickle(assets, runs, capsys):
+    """States written before the safetensors/JSON format (Accelerate's custom_checkpoint_*.pkl) load only with
+    --allow_pickle, and then continue exactly."""
+    from safetensors.torch import load_file
+
+    from pager.cli.train import main as train_main
+
+    run = _copy_run(runs["part"].run_dir, assets["root"] / "runs" / "part_legacy")
+    state = run / "checkpoint-last" / "training_checkpoint"
+    ema = load_file(str(state / "ema.safetensors"))
+    from safetensors import safe_open
+
+    with safe_open(str(state / "ema.safetensors"), framework="pt") as handle:
+        meta = handle.metadata()
+    # the order the older trainer registered them: EMA, LR schedule, progress
+    torch.save({"decay": float(meta["decay"]), "num_updates": int(meta["num_updates"]), "shadow": ema},
+               state / "custom_checkpoint_0.pkl")
+    torch.save(json.loads((state / "lr_scheduler.json").read_text()), state / "custom_checkpoint_1.pkl")
+    torch.save(json.loads((state / "progress.json").read_text()), state / "custom_checkpoint_2.pkl")
+    for name in ("ema.safetensors", "lr_scheduler.json"):
+        (state / name).unlink()
+
+    assert train_main(["--resume_path", str(state), "--report_to", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "custom_checkpoint_0.pkl" in err and "--allow_pickle" in err and "Traceback" not in err
+    resumed = _resume(state, allow_pickle=True)
+    assert resumed.global_step == 4
+    _assert_same_weights(runs["full"].checkpoint_dir, resumed.checkpoint_dir)
+    # the new checkpoint is written in the safe format
+    assert not list((resumed.checkpoint_dir / "training_checkpoint").glob("custom_checkpoint_*"))
+
+
+def test_run_killed_during_its_first_save_restarts(assets, runs, monkeypatch, caplog):
+    """A kill while the first checkpoint is published leaves no checkpoint-last; --resume_path <run> then
+    starts the run again (no folder to delete by hand) and reaches the uninterrupted run's weights."""
+    import pager.training.checkpoint as ckpt
+    from pager.training.trainer import train
+
+    class Killed(BaseException):
+        pass
+
+    def killed_symlink(*args, **kwargs):  # the process dies after the versioned folder is complete, before the switch
+        raise Killed()
+
+    monkeypatch.setattr(ckpt.os, "symlink", killed_symlink)
+    _reset_accelerate()
+    with pytest.raises(Killed):
+        train(_cfg(assets, "killed"), stop_after_steps=2)
+    monkeypatch.undo()
+    run = assets["root"] / "runs" / "killed"
+    assert not (run / "checkpoint-last").exists() and (run / "checkpoint-last.step-000002").is_dir()
+    # a new run of the same name is refused with the way out in the message
+    _reset_accelerate()
+    with pytest.raises(FileExistsError, match="--resume_path"):
+        train(_cfg(assets, "killed"))
+    # the versioned folder is complete: resuming the run folder continues from it (step 2)
+    with caplog.at_level("INFO", logger="pager.training.trainer"):
+        resumed = _resume(run)
+    assert any("resumed from" in r.getMessage() and "step=2" in r.getMessage() for r in caplog.records)
+    assert resumed.global_step == 4
+    _assert_same_weights(runs["full"].checkpoint_dir, resumed.checkpoint_dir)
+    assert sorted(p.name for p in run.iterdir() if "checkpoint" in p.name) == ["checkpoint-last", "checkpoint-last.step-000004"]
+    assert (run / "checkpoint-last").is_symlink()
+
+    # killed before anything of the checkpoint was complete: the run starts again from step 0
+    def killed_save_state(*args, **kwargs):
+        raise Killed()
+
+    monkeypatch.setattr("pager.training.trainer.save_training_state", killed_save_state)
+    _reset_accelerate()
+    with pytest.raises(Killed):
+        train(_cfg(assets, "killed_early"), stop_after_steps=2)
+    monkeypatch.undo()
+    run = assets["root"] / "runs" / "killed_early"
+    assert (run / ".checkpoint-last.tmp").is_dir() and not (run / "checkpoint-last").exists()
+    restarted = _resume(run)
+    assert restarted.global_step == 4
+    _assert_same_weights(runs["full"].checkpoint_dir, restarted.checkpoint_dir)
+    assert not (run / ".checkpoint-last.tmp").exists()
 
 
 def test_checkpoint_loads_with_from_pretrained_and_trains_uv(assets):

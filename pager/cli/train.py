@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument("--config", "--configs", dest="config", default=None,
                             help="YAML config file (default: the packaged configs/base.yaml)")
     add_config_arguments(parser, load_config(None, "base.yaml"))
+    if not any(a.dest == "allow_pickle" for a in parser._actions):
+        parser.add_argument("--allow_pickle", action="store_true",
+                            help="also unpickle files that weights-only loading refuses (resumed training states, .bin "
+                                 "weights); pickles can run arbitrary code: only for files you trust")
     return parser
 
 
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = cli_overrides(args, template)
     overrides.pop("training.resume_path", None)
     cfg = load_training_config(getattr(args, "config", None), overrides, resume_path=getattr(args, "resume_path", None))
-    result = train(cfg, overrides)
+    result = train(cfg, overrides, allow_pickle=bool(getattr(args, "allow_pickle", False)))
     from accelerate import PartialState
 
     if not PartialState().is_main_process:

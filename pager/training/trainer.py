@@ -13,18 +13,20 @@ Run folder ``<save_path>/<run_name>/`` (``run_name`` defaults to the start time)
     config.yaml               the resolved config of the run
     logs/                     tensorboard (or wandb) logs
     images/                   image reports: rgb | prediction | ground truth | error
-    checkpoint-last/          released layout (original/, EMA/, config.yaml) + training_checkpoint/ (Accelerate state)
+    checkpoint-last/          released layout (original/, EMA/, config.yaml) + training_checkpoint/ (resumable state)
     checkpoint-best/          released layout, best full-validation score so far
 
-Resuming (``--resume_path <run>/checkpoint-last/training_checkpoint``, or the run / checkpoint folder)
-restores weights, optimiser, LR schedule, EMA, RNG states, the data position (batches already seen in
-the current epoch are skipped without being loaded) and the step counter, so an interrupted run
-reaches the same weights as an uninterrupted one.
+Both are symbolic links to ``checkpoint-*.step-N/`` folders, switched atomically by each save (see
+:mod:`pager.training.checkpoint`). Resuming (``--resume_path <run>/checkpoint-last/training_checkpoint``,
+or the run / checkpoint folder) restores weights, optimiser, LR schedule, EMA, RNG states, the data
+position (batches already seen in the current epoch are skipped without being loaded) and the step
+counter, so an interrupted run reaches the same weights as an uninterrupted one; a run interrupted before
+its first complete checkpoint starts again from step 0. Nothing is unpickled beyond weights-only loading
+unless ``allow_pickle`` (``train.py --allow_pickle``).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -42,8 +44,12 @@ from pager.training.checkpoint import (
     CONFIG_NAME,
     TRAINING_STATE_DIR,
     TrainingProgress,
-    find_training_state,
-    replace_directory,
+    check_training_state,
+    find_resume_point,
+    load_training_state,
+    publish_checkpoint,
+    resolve_checkpoint,
+    save_training_state,
     write_model_files,
 )
 from pager.training.ema import EMAModel
@@ -94,8 +100,7 @@ def load_training_config(
     from pager.config import load_config, merge_overrides
 
     if resume_path:
-        state_dir = find_training_state(resume_path)
-        stored = state_dir.parent / CONFIG_NAME
+        stored = find_resume_point(resume_path).config_path
         if not stored.is_file():
             raise FileNotFoundError(f"resume_path {resume_path!r}: {stored} (the run's config) is missing")
         if config_path:
@@ -204,9 +209,10 @@ def _stable_seed(*parts: int) -> int:
 class Trainer:
     """Holds the state of one training run; use :func:`train`."""
 
-    def __init__(self, cfg: DictConfig, overrides: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, cfg: DictConfig, overrides: Optional[Mapping[str, Any]] = None, allow_pickle: bool = False) -> None:
         self.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         self.overrides = dict(overrides or {})
+        self.allow_pickle = bool(allow_pickle)
         self.modality = "normals" if _get(self.cfg, "model.modality", "depth") in ("normal", "normals") else "depth"
         self.progress = TrainingProgress()
 
@@ -264,9 +270,12 @@ class Trainer:
         cfg = self.cfg
         state = PartialState(cpu=_cpu_only())
         resume = _get(cfg, "training.resume_path")
+        self.state_dir: Optional[Path] = None
         if resume:
-            self.state_dir: Optional[Path] = find_training_state(resume)
-            run_dir = self.state_dir.parent.parent
+            point = find_resume_point(resume)
+            self.state_dir, run_dir = point.state_dir, point.run_dir
+            if self.state_dir is not None:  # refuse unsafe pickles before any work is done
+                check_training_state(self.state_dir, self.allow_pickle)
         else:
             self.state_dir = None
             name = _get(cfg, "logging.run_name") or datetime.now(timezone.utc).strftime("%Y-%m-%d-%H-%M-%S")
@@ -278,7 +287,7 @@ class Trainer:
         if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
             raise FileExistsError(
                 f"run folder {run_dir} already exists and is not empty; choose another --run_name / --save_path, "
-                "or continue it with --resume_path"
+                f"or continue it with --resume_path {run_dir}"
             )
         state.wait_for_everyone()
         return run_dir
@@ -306,7 +315,7 @@ class Trainer:
         ckpt = _get(cfg, "model.checkpoint_path")
         self.ckpt_folder: Optional[Path] = None
         if ckpt:
-            folder = resolve_folder(str(ckpt), "checkpoint_path")
+            folder = resolve_folder(str(ckpt), "checkpoint_path", allow_pickle=self.allow_pickle)
             raw = read_checkpoint_config(folder)
             mc = ModalityConfig.from_yaml_config(raw)
             ckpt_model = dict(raw.get("model", {}) or {})
@@ -361,6 +370,7 @@ class Trainer:
             cube_padding_mode=str(m.cube_padding),
             unet_checkpoint=str(self.ckpt_folder) if self.ckpt_folder is not None else None,
             enable_xformers=bool(_get(self.cfg, "model.enable_xformers", False)),
+            allow_pickle=self.allow_pickle,
         )
         self.face_size = int(m.face_size)
         if self.face_size % self.pager.face_multiple:
@@ -526,7 +536,8 @@ class Trainer:
         return cfg
 
     def save_checkpoint(self, name: str, with_state: bool) -> Path:
-        """Write ``<run>/<name>/`` (all processes must call it); the folder appears complete or not at all."""
+        """Write ``<run>/<name>`` (all processes must call it): built under a temporary name, then published
+        with one atomic switch (:func:`publish_checkpoint`), so it is always complete or absent."""
         acc = self.accelerator
         final = self.run_dir / name
         tmp = self.run_dir / f".{name}.tmp"
@@ -536,13 +547,10 @@ class Trainer:
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         if with_state:
-            acc.save_state(str(tmp / TRAINING_STATE_DIR), safe_serialization=True)
-        acc.wait_for_everyone()
+            save_training_state(acc, tmp / TRAINING_STATE_DIR, self.ema, self.lr_scheduler, self.progress)
         if acc.is_main_process:
             write_model_files(tmp, self.unet, self.ema, self._saved_config())
-            if with_state:
-                (tmp / TRAINING_STATE_DIR / "progress.json").write_text(json.dumps(self.progress.state_dict(), indent=2) + "\n")
-            replace_directory(tmp, final)
+            publish_checkpoint(tmp, self.run_dir, name, self.progress.global_step)
             logger.info("saved %s at step %d", final, self.progress.global_step)
         acc.wait_for_everyone()
         return final
@@ -613,11 +621,7 @@ class Trainer:
             raise ValueError(f"nothing to train: max_train_steps={max_steps}")
         lr_scheduler = build_lr_scheduler(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, max_steps,
                                           float(opt.lr_exp_warmup_steps), float(_get(cfg, "optimization.lr_final_ratio", 0.01)))
-        # order matters: custom objects are stored by index
-        if self.ema is not None:
-            acc.register_for_checkpointing(self.ema)
-        acc.register_for_checkpointing(lr_scheduler)
-        acc.register_for_checkpointing(self.progress)
+        self.lr_scheduler = lr_scheduler
 
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -632,11 +636,11 @@ class Trainer:
                               config=_flatten(OmegaConf.to_container(self._saved_config(), resolve=True)), init_kwargs=init_kwargs)
 
         if self.state_dir is not None:
-            acc.load_state(str(self.state_dir))
+            load_training_state(acc, self.state_dir, self.ema, lr_scheduler, self.progress, allow_pickle=self.allow_pickle)
             # the schedule follows the current config (LambdaLR's state also restored the stored multiplier)
             lr_scheduler.lr_lambdas[0] = ExponentialWarmupSchedule(
                 max_steps, float(opt.lr_exp_warmup_steps), float(_get(cfg, "optimization.lr_final_ratio", 0.01)))
-            logger.info("resumed from %s: %s", self.state_dir, self.progress)
+            logger.info("resumed from %s: %s", self.state_dir, repr(self.progress))
 
         logger.info(
             "training %s: %d panoramas, %d processes x batch %d x accumulation %d, %d steps (%d epochs), %d trained parameters, run folder %s",
@@ -753,8 +757,8 @@ class Trainer:
                     result.checkpoint_dir = self.save_checkpoint("checkpoint-last", with_state=True)
         bar.close()
         result.global_step, result.epoch = self.progress.global_step, self.progress.epoch
-        if result.checkpoint_dir is None and (self.run_dir / "checkpoint-last").is_dir():
-            result.checkpoint_dir = self.run_dir / "checkpoint-last"
+        if result.checkpoint_dir is None:
+            result.checkpoint_dir = resolve_checkpoint(self.run_dir, "checkpoint-last")
         acc.end_training()
         logger.info("training finished at step %d; checkpoint %s", result.global_step, result.checkpoint_dir)
         return result
@@ -839,10 +843,13 @@ def _fmt(metrics: Mapping[str, float]) -> str:
     return ", ".join(f"{k.split('/')[-1]}={v:.4g}" for k, v in metrics.items())
 
 
-def train(cfg: DictConfig, overrides: Optional[Mapping[str, Any]] = None, stop_after_steps: Optional[int] = None) -> TrainResult:
+def train(cfg: DictConfig, overrides: Optional[Mapping[str, Any]] = None, stop_after_steps: Optional[int] = None,
+          allow_pickle: bool = False) -> TrainResult:
     """Run a training job described by ``cfg`` (the merged config, see ``pager/configs/base.yaml``).
 
     ``overrides`` are the command-line values (used to warn when a checkpoint's model-loading keys win);
-    ``stop_after_steps`` interrupts after that many optimisation steps and saves the resumable state.
+    ``stop_after_steps`` interrupts after that many optimisation steps and saves the resumable state;
+    ``allow_pickle`` lets resuming unpickle files that weights-only loading refuses, and the model
+    loaders read ``.bin`` weights (only for files you trust).
     """
-    return Trainer(cfg, overrides).run(stop_after_steps=stop_after_steps)
+    return Trainer(cfg, overrides, allow_pickle=allow_pickle).run(stop_after_steps=stop_after_steps)

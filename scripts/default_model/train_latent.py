@@ -149,16 +149,11 @@ def cmd_train(args) -> None:
             keep = {k: metrics[k] for k in ("abs_rel", "delta1", "median", "mean", "within_11.25", "within_30") if k in metrics}
             curve.append({"step": step, "loss": sum(losses[-args.val_every:]) / len(losses[-args.val_every:]), **keep})
             log.info("VAL step %d: %s", step, json.dumps(keep))
-            tmp = args.out.with_name(args.out.name + ".tmp")
-            if tmp.exists():
-                import shutil
+            from pager.io_utils import atomic_directory
 
-                shutil.rmtree(tmp)
-            write_model_files(tmp, unet, ema, model_config(args.modality, str(Path(args.base).resolve()), args.seed))
-            (tmp / "latent_curve.json").write_text(json.dumps(curve, indent=1))
-            from pager.training.checkpoint import replace_directory
-
-            replace_directory(tmp, args.out)
+            with atomic_directory(args.out, overwrite=True) as tmp:
+                write_model_files(tmp, unet, ema, model_config(args.modality, str(Path(args.base).resolve()), args.seed))
+                (tmp / "latent_curve.json").write_text(json.dumps(curve, indent=1))
     log.info("done in %s -> %s", time_str(time.time() - t0), args.out)
 
 
