@@ -1,19 +1,28 @@
-"""File-system helpers shared by every layer: atomic writes and robust image decoding.
+"""File-system helpers shared by every layer: atomic writes, output planning and robust image decoding.
 
 Every result or checkpoint the package writes goes through :func:`atomic_write` (temporary file in the
-same folder, then ``os.replace``), so an interrupted run never leaves a half-written file behind.
+same folder, then ``os.replace``), so an interrupted run never leaves a half-written file behind; a
+failed write (full disk, permissions) raises ``OSError`` naming the file.
+
+Every command that writes checks its planned outputs with :func:`check_outputs` before it loads a model or
+does any work: names unique within the run (:func:`unique_stems` makes them so), not too long for the file
+system, folders writable, and existing files refused unless ``--overwrite``.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Dict, Iterable, Iterator, List, Sequence, Union
 
 import numpy as np
 
 PathLike = Union[str, os.PathLike]
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".exr")
 
@@ -27,7 +36,7 @@ def atomic_write(path: PathLike, mode: str = "wb", overwrite: bool = True) -> It
     """
     path = Path(path)
     if not overwrite and path.exists():
-        raise FileExistsError(f"{path} already exists; refusing to overwrite it")
+        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -40,6 +49,13 @@ def atomic_write(path: PathLike, mode: str = "wb", overwrite: bool = True) -> It
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if exc.filename is not None or exc.errno is None:
+            raise
+        # e.g. ENOSPC from write/flush/fsync carries no file name: name the file being written
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}", str(path)) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -64,7 +80,7 @@ def atomic_directory(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
 
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} already exists; refusing to overwrite it")
+        raise FileExistsError(f"{path} already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -79,6 +95,125 @@ def atomic_directory(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def unique_stems(paths: Sequence[PathLike]) -> List[str]:
+    """Output name stems for the input files of one run: unique, deterministic, file-system safe.
+
+    Each input takes the first of its candidate names that no other input of the run wants: its stem,
+    then ``<parent folder>_<stem>``, then ``<parent folder>_<stem>_<extension>``; names still shared get
+    ``_2``, ``_3``, ... (skipping every name already in use). Names are compared case-insensitively (as
+    on macOS and Windows file systems). E.g. ``d/a.png``, ``d/a.jpg``, ``e/d_a_1.png`` ->
+    ``d_a_png``, ``d_a_jpg``, ``d_a_1``.
+    """
+    items = [Path(p) for p in paths]
+    candidates = []
+    for p in items:
+        parent = p.parent.name or "input"
+        ext = p.suffix.lstrip(".").lower() or "file"
+        candidates.append([p.stem, f"{parent}_{p.stem}", f"{parent}_{p.stem}_{ext}"])
+    level = [0] * len(items)
+    while True:
+        names = [c[k] for c, k in zip(candidates, level)]
+        counts: Dict[str, int] = {}
+        for n in names:
+            counts[n.casefold()] = counts.get(n.casefold(), 0) + 1
+        shared = [i for i, n in enumerate(names) if counts[n.casefold()] > 1 and level[i] + 1 < len(candidates[i])]
+        if not shared:
+            break
+        for i in shared:
+            level[i] += 1
+    used = {n.casefold() for n in names}
+    seen: set = set()
+    out: List[str] = []
+    for n in names:
+        key = n.casefold()
+        if key in seen:
+            k = 2
+            while f"{n}_{k}".casefold() in used:
+                k += 1
+            n = f"{n}_{k}"
+            used.add(n.casefold())
+        seen.add(n.casefold())
+        out.append(n)
+    return out
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(str(folder), "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_folder(folder: PathLike, what: str = "output folder") -> Path:
+    """Check that files can be created in ``folder`` (or, if it does not exist yet, where it would be created).
+
+    Creates and removes one empty file in the nearest existing folder; nothing else is left behind.
+    Raises ``NotADirectoryError`` when a path component is a file, ``OSError`` (``PermissionError``,
+    read-only file system, ...) naming the folder otherwise.
+    """
+    folder = Path(folder)
+    base = _existing_ancestor(folder)
+    if not base.is_dir():
+        raise NotADirectoryError(f"{what} {folder}: {base} is a file, not a folder")
+    probe = base / f".pager-write-test-{os.getpid()}"
+    try:
+        fd = os.open(str(probe), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return folder
+    except OSError as exc:
+        raise OSError(exc.errno, f"{what} {folder}: cannot create files in {base}: {exc.strerror}", str(base)) from exc
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(str(probe))
+    return folder
+
+
+def check_outputs(paths: Iterable[PathLike], overwrite: bool = False, what: str = "output") -> List[Path]:
+    """The checks every command runs on the files it is going to write, before any work; returns the paths.
+
+    * two outputs of one run never share a name (compared case-insensitively): ``ValueError`` naming both;
+    * every name fits the file system (``NAME_MAX`` bytes, usually 255): ``ValueError`` naming it;
+    * the folders can be written (:func:`check_writable_folder`);
+    * an existing file is refused, naming it, unless ``overwrite`` (the ``--overwrite`` option); an
+      existing folder where a file is planned is always refused.
+    """
+    planned = [Path(p) for p in paths]
+    seen: Dict[str, Path] = {}
+    for p in planned:
+        key = os.path.normcase(os.path.abspath(p)).casefold()
+        if key in seen:
+            raise ValueError(f"two {what}s of this run would be written to the same file {p} (and {seen[key]})")
+        seen[key] = p
+    limits: Dict[Path, int] = {}
+    folders: Dict[Path, None] = {}
+    for p in planned:
+        base = _existing_ancestor(p.parent)
+        if base not in limits:
+            limits[base] = _name_max(base) if base.is_dir() else 255
+        for part in p.parts:
+            if len(os.fsencode(part)) > limits[base]:
+                raise ValueError(f"{what} file name too long ({len(os.fsencode(part))} bytes, the file system allows "
+                                 f"{limits[base]}): {p}; use a shorter input or output name")
+        folders[p.parent] = None
+    for folder in folders:
+        check_writable_folder(folder, f"{what} folder")
+    clashes = [p for p in planned if p.exists() or p.is_symlink()]
+    folders_in_way = [p for p in clashes if p.is_dir()]
+    if folders_in_way:
+        raise FileExistsError(f"{what} {folders_in_way[0]} is an existing folder; a file is to be written there")
+    if clashes and not overwrite:
+        shown = ", ".join(str(p) for p in clashes[:3]) + (f" and {len(clashes) - 3} more" if len(clashes) > 3 else "")
+        raise FileExistsError(f"{len(clashes)} {what} file(s) already exist: {shown}; pass --overwrite to replace them")
+    return planned
 
 
 def read_image(source: Union[PathLike, bytes], what: str = "image") -> np.ndarray:

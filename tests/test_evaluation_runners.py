@@ -75,7 +75,8 @@ def test_depth_runner_scale_alignment_and_strict(matterport):
     assert rows[ids[0]]["align_scale"] == pytest.approx(0.5, rel=1e-6)
     assert (eval_dir.parent / "evaluation_metrics_scale.json").is_file()
     with pytest.raises(ValueError, match=ids[1]):
-        R.evaluate_depth(tmp / "results", tmp / "data", "Matterport3D360", "scale", strict=True, device="cpu")
+        R.evaluate_depth(tmp / "results", tmp / "data", "Matterport3D360", "scale", strict=True, device="cpu",
+                         overwrite=True)
 
 
 def test_depth_cli_and_script(matterport, capsys):
@@ -85,9 +86,11 @@ def test_depth_cli_and_script(matterport, capsys):
     assert R.depth_main(argv) == 0
     assert "abs_rel" in capsys.readouterr().out
     assert (eval_dir.parent / "evaluation_metrics_scale_and_shift.txt").is_file()
-    assert R.depth_main(argv + ["--strict"]) == 2
+    assert R.depth_main(argv) == 2  # the reports exist: refused, named, before any sample is read
+    assert "evaluation_metrics_scale_and_shift.txt" in capsys.readouterr().err
+    assert R.depth_main(argv + ["--strict", "--overwrite"]) == 2
     assert ids[1] in capsys.readouterr().err  # the first problem (the missing file) is named
-    assert R.main(["depth"] + argv + ["--max_depth", "0.5"]) == 0  # every pixel beyond 0.5 m: all empty
+    assert R.main(["depth"] + argv + ["--max_depth", "0.5", "--overwrite"]) == 0  # every pixel beyond 0.5 m: all empty
     data = json.loads((eval_dir.parent / "evaluation_metrics_scale_and_shift.json").read_text())
     assert data["counts"]["empty_mask"] == 2 and data["counts"]["evaluated"] == 0
     proc = subprocess.run([sys.executable, str(REPO / "evaluation" / "depth_evaluation.py"), "--help"],

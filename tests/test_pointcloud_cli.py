@@ -78,7 +78,7 @@ def test_predictions_with_dataset_rgb_and_missing_report(tmp_path, capsys, caplo
         "--depth_path", str(tmp_path / "results" / "ckpt"), "--keep_flying_pixels",
     ])
     assert rc == 1
-    assert ids[2] in caplog.text  # reported by name
+    assert ids[2] in capsys.readouterr().err  # reported by name
     out_dir = tmp_path / "results" / "ckpt" / "Synthetic" / "rgb_point_clouds"
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(f"{i}.glb" for i in ids[:2])
     v, c = _load_cloud(out_dir / f"{ids[0]}.glb")
@@ -132,9 +132,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert pc_cli.main(["--depth_path", str(tmp_path / "nowhere")]) == 2
     assert "not found" in capsys.readouterr().err
     (tmp_path / "eval").mkdir()
+    # bad samples are listed one line each (naming the file and the problem), the others converted, exit code 1
     np.savez(tmp_path / "eval" / "x.npz", np.ones((2, 3, 4, 5)))
-    assert pc_cli.main(["--depth_path", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "must be [H, W]" in capsys.readouterr().err
+    (tmp_path / "eval" / "y.npz").write_bytes(b"PK\x03\x04 truncated zip")  # corrupt npz
+    np.savez(tmp_path / "eval" / "t.npz", _box_depth(H, W).T.copy(), rgb=_coded_rgb(H, W))  # transposed depth
+    np.savez(tmp_path / "eval" / "ok.npz", _box_depth(H, W), rgb=_coded_rgb(H, W))
+    assert pc_cli.main(["--depth_path", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = {name: [ln for ln in err.splitlines() if f"{name}.npz" in ln] for name in ("x", "y", "t")}
+    assert all(len(v) == 1 for v in lines.values()), err
+    assert "must be [H, W]" in lines["x"][0] and "cannot read" in lines["y"][0]
+    assert "transposed" in lines["t"][0]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["ok.glb"]
     assert pc_cli.main(["--color_modality", "normals", "--depth_path", str(tmp_path)]) == 2
     assert "--normals_path" in capsys.readouterr().err
     assert pc_cli.main([]) == 2

@@ -159,19 +159,21 @@ def run(args: argparse.Namespace) -> int:
     state = PartialState(cpu=want_cpu)
     device = torch.device(cfg.device) if cfg.get("device") else state.device
     ckpt = cfg.checkpoint_path if cfg.checkpoint_path else "default"
-    model = Pager.from_pretrained(ckpt, variant=args.variant, torch_dtype=cfg.get("dtype") or "float32", device=device,
-                                  allow_pickle=args.allow_pickle, enable_xformers=bool(cfg.enable_xformers),
-                                  overrides=overrides)
+    # outputs are planned and checked before the model is loaded (only config.yaml files and the split are read)
+    from pager.io_utils import check_outputs
+    from pager.model.loading import checkpoint_modalities
+
+    modalities = checkpoint_modalities(ckpt)
     dataset = build_dataset(str(cfg.dataset), str(cfg.data_path), split=str(cfg.get("split") or "test"),
                             scenes=str(cfg.scenes))
     n = len(dataset)
     if args.max_samples is not None:
         n = min(n, int(args.max_samples))
-    ids = [dataset.records[i].id for i in range(n)]
-    names = {m: (checkpoint_name(ckpt) if ckpt != "default" else f"default-{m}") for m in model.modalities}
-    if len(model.modalities) > 1 and ckpt != "default":
-        names = {m: f"{checkpoint_name(ckpt)}-{m}" for m in model.modalities}
-    roots = {m: Path(str(cfg.results_path)) / names[m] / str(cfg.dataset) for m in model.modalities}
+    ids = [str(dataset.records[i].id) for i in range(n)]
+    names = {m: (checkpoint_name(ckpt) if ckpt != "default" else f"default-{m}") for m in modalities}
+    if len(modalities) > 1 and ckpt != "default":
+        names = {m: f"{checkpoint_name(ckpt)}-{m}" for m in modalities}
+    roots = {m: Path(str(cfg.results_path)) / names[m] / str(cfg.dataset) for m in modalities}
     mine = split_indices(n, state.process_index, state.num_processes)
 
     def targets(i: int, modality: str) -> List[Path]:
@@ -182,10 +184,15 @@ def run(args: argparse.Namespace) -> int:
             out.append(roots[modality] / "example_images" / f"{ids[i]}.jpg")
         return out
 
-    if not args.overwrite:
-        clashes = [str(p) for i in mine for m in model.modalities for p in targets(i, m) if p.exists()]
-        if clashes:
-            raise FileExistsError(f"{len(clashes)} output file(s) exist, e.g. {clashes[0]}; pass --overwrite to replace them")
+    # every sample of the split (not only this process's) must get its own files; all processes check
+    # before any of them writes
+    check_outputs([p for i in range(n) for m in modalities for p in targets(i, m)], overwrite=args.overwrite)
+    state.wait_for_everyone()
+    model = Pager.from_pretrained(ckpt, variant=args.variant, torch_dtype=cfg.get("dtype") or "float32", device=device,
+                                  allow_pickle=args.allow_pickle, enable_xformers=bool(cfg.enable_xformers),
+                                  overrides=overrides)
+    if tuple(model.modalities) != tuple(modalities):
+        raise ValueError(f"checkpoint {ckpt!r}: its config.yaml names {list(modalities)}, its weights {list(model.modalities)}")
     if state.is_main_process:
         for m, root in roots.items():
             logger.info("%s predictions of %d %s samples -> %s (%d process(es))", m, n, cfg.dataset, root, state.num_processes)

@@ -2,7 +2,8 @@
 
 Each sub-command module exposes ``add_parser(subparsers)`` (registering its own arguments) and
 ``run(args) -> int``. Modules are imported only when their command is used, so ``pager --help`` stays fast.
-Library errors (``ValueError``, ``FileNotFoundError``, ...) become one readable line and exit code 2.
+Library errors (``ValueError``, ``FileNotFoundError``, ``OSError`` such as a full disk, ...) become one readable
+line and exit code 2; ``-v`` also prints the traceback.
 """
 from __future__ import annotations
 
@@ -12,8 +13,21 @@ import logging
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-#: Errors that mean bad input (a path, a file, an argument): one readable line and exit code 2.
-USER_ERRORS: Tuple[type, ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError)
+#: Errors that mean bad input (a path, a file, an argument) or a file-system problem (permissions, full disk,
+#: name too long): one readable line and exit code 2.
+USER_ERRORS: Tuple[type, ...] = (ValueError, KeyError, OSError)
+
+
+def report_error(prog: str, exc: BaseException, verbose: bool = False) -> None:
+    """Print ``<prog>: error: <exc>`` as one line on stderr (the traceback before it with ``verbose``)."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, KeyError) and exc.args:
+        message = str(exc.args[0])
+    print(f"{prog}: error: {message}", file=sys.stderr)
 
 #: command name -> (module, one-line help)
 COMMANDS: Dict[str, Tuple[str, str]] = {
@@ -57,7 +71,7 @@ def run_script(
     try:
         return int(run(args) or 0)
     except USER_ERRORS + tuple(extra_errors) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        report_error(parser.prog, exc, getattr(args, "verbose", False))
         return 2
 
 
@@ -93,7 +107,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return int(module.run(args) or 0)
     except USER_ERRORS as exc:
-        print(f"pager {args.command}: error: {exc}", file=sys.stderr)
+        report_error(f"pager {args.command}", exc, getattr(args, "verbose", False))
         return 2
 
 

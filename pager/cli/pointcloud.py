@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "(default 10, about 84 deg incidence)")
     parser.add_argument("--keep_flying_pixels", action="store_true", help="do not remove depth-edge pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing point-cloud files")
     # saved predictions
     parser.add_argument("--depth_path", default=None, help="results folder holding <dataset>/eval/<id>.npz depth predictions")
     parser.add_argument("--normals_path", "--normal_path", dest="normals_path", default=None,
@@ -173,8 +174,43 @@ def _side_rgb(eval_dir: Path, sample_id: str, data: Dict[str, np.ndarray]) -> Op
     return None
 
 
+POINT_CLOUD_FORMATS = ("glb", "ply")
+
+
 def _out_path(out_dir: Path, sample_id: str, fmt: str) -> Path:
     return out_dir / f"{sample_id}.{fmt}"
+
+
+def cloud_file(out: Optional[str], image: Path, fmt: Optional[str]) -> Tuple[Path, str]:
+    """``(path, format)`` of the one-panorama mode's output, checked before any work.
+
+    ``--out`` may be a file named ``.glb``/``.ply`` (the format follows, or must agree with ``--format``),
+    a name without a suffix (the format's suffix is added) or an existing folder (``<folder>/<stem>.<format>``).
+    Any other suffix (``--out notes.txt``) is refused: a point cloud is never written under another file type.
+    """
+    if fmt is not None and fmt not in POINT_CLOUD_FORMATS:
+        raise ValueError(f"--format {fmt!r}: use one of {', '.join(POINT_CLOUD_FORMATS)}")
+    if out is None:
+        fmt = fmt or "glb"
+        return Path(f"{image.stem}.{fmt}"), fmt
+    path = Path(out)
+    if path.is_dir() or out.endswith(("/", "\\")):
+        fmt = fmt or "glb"
+        return path / f"{image.stem}.{fmt}", fmt
+    suffix = path.suffix.lower().lstrip(".")
+    if not suffix:
+        fmt = fmt or "glb"
+        return path.with_name(f"{path.name}.{fmt}"), fmt
+    if suffix not in POINT_CLOUD_FORMATS:
+        raise ValueError(f"--out {out}: '.{suffix}' is not a point-cloud file; name it .glb or .ply")
+    if fmt is not None and fmt != suffix:
+        raise ValueError(f"--out {out} is a .{suffix} file but --format is {fmt}; make them agree")
+    return path, suffix
+
+
+def _same_aspect(a: Tuple[int, int], b: Tuple[int, int]) -> bool:
+    """Same width:height ratio up to one pixel of rounding (a resize keeps the ERP geometry)."""
+    return abs(a[1] * b[0] - b[1] * a[0]) <= max(a[0], b[0])
 
 
 def run_predictions(args: argparse.Namespace) -> int:
@@ -193,6 +229,13 @@ def run_predictions(args: argparse.Namespace) -> int:
     elif mod == "normals":
         raise ValueError("--color_modality normals needs --normals_path (the normals predictions)")
     out_dir = Path(args.out) if args.out else depth_dir.parent / f"{mod}_point_clouds"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"--out {out_dir} is a file; with --depth_path it names the output folder")
+    if out_dir.suffix.lower().lstrip(".") in POINT_CLOUD_FORMATS:
+        raise ValueError(f"--out {out_dir}: with --depth_path, --out is a folder (one file per sample), not a "
+                         f"{out_dir.suffix} file")
+    if fmt not in POINT_CLOUD_FORMATS:
+        raise ValueError(f"--format {fmt!r}: use one of {', '.join(POINT_CLOUD_FORMATS)}")
 
     dataset = None
     if args.data_path is not None:
@@ -206,6 +249,9 @@ def run_predictions(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"dataset {args.dataset} in {args.data_path} has no test samples")
     else:
         ids = sorted(p.stem for p in depth_dir.glob("*.npz"))
+    from pager.io_utils import check_outputs
+
+    check_outputs([_out_path(out_dir, sid, fmt) for sid in ids], overwrite=args.overwrite, what="point cloud")
 
     missing: List[str] = []
     written = 0
@@ -214,8 +260,12 @@ def run_predictions(args: argparse.Namespace) -> int:
         if not depth_file.is_file():
             missing.append(f"depth prediction {depth_file}")
             continue
-        depth_raw, depth_data = _load_array(depth_file, "depth")
-        depth = _depth_2d(depth_raw, depth_file)
+        try:
+            depth_raw, depth_data = _load_array(depth_file, "depth")
+            depth = _depth_2d(depth_raw, depth_file)
+        except ValueError as exc:  # unreadable (corrupt npz, pickled object) or not [H, W]
+            missing.append(str(exc))
+            continue
         hw = depth.shape
         mask = None
         if "mask" in depth_data:
@@ -226,7 +276,11 @@ def run_predictions(args: argparse.Namespace) -> int:
             if not nfile.is_file():
                 missing.append(f"normals prediction {nfile}")
                 continue
-            normals = _normals_hw3(_load_array(nfile, "normals")[0], hw, nfile)
+            try:
+                normals = _normals_hw3(_load_array(nfile, "normals")[0], hw, nfile)
+            except ValueError as exc:
+                missing.append(str(exc))
+                continue
 
         colors = None
         if dataset is not None and (mod == "rgb" or args.use_dataset_mask):
@@ -234,7 +288,11 @@ def run_predictions(args: argparse.Namespace) -> int:
             if sample["id"] != sample_id:
                 raise ValueError(f"dataset returned sample {sample['id']} for {sample_id}")
             rgb = np.rint((sample["rgb"].permute(1, 2, 0).numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
-            colors = _resize_rgb(rgb, hw)
+            if tuple(rgb.shape[:2]) != tuple(hw):  # the evaluation's check: predictions are at the dataset's size
+                missing.append(f"{depth_file}: depth size {tuple(hw)} (H, W) differs from the dataset image "
+                               f"{tuple(rgb.shape[:2])} (transposed or resized prediction?)")
+                continue
+            colors = rgb
             if args.use_dataset_mask:
                 dm = sample["mask"][0].numpy()
                 if dm.shape != hw:
@@ -249,6 +307,10 @@ def run_predictions(args: argparse.Namespace) -> int:
                 missing.append(f"RGB for {sample_id} (give --data_path/--dataset, or put an 'rgb' array in "
                                f"{depth_file} or {sample_id}.png/.jpg beside it)")
                 continue
+            if not _same_aspect(tuple(side.shape[:2]), tuple(hw)):
+                missing.append(f"{depth_file}: depth size {tuple(hw)} (H, W) does not match its RGB image "
+                               f"{tuple(side.shape[:2])} (transposed prediction?)")
+                continue
             colors = _resize_rgb(side, hw)
         if mod == "normals":
             colors = None  # coloured by the normals
@@ -261,9 +323,10 @@ def run_predictions(args: argparse.Namespace) -> int:
         written += 1
 
     print(f"wrote {written} point cloud(s) to {out_dir}")
-    if missing:
-        logger.error("%d sample(s) could not be converted:\n  %s", len(missing), "\n  ".join(missing))
-        print(f"missing: {len(missing)} (listed above)", file=sys.stderr)
+    if missing:  # one line per sample, naming its file and the problem
+        print(f"{len(missing)} sample(s) could not be converted:", file=sys.stderr)
+        for line in missing:
+            print(f"  {' '.join(line.split())}", file=sys.stderr)
         return 1
     return 0
 
@@ -277,10 +340,10 @@ def run_image(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"panorama not found: {image}")
     kwargs = _cloud_kwargs(args)
     mod = _modality(args)
-    out = Path(args.out) if args.out else Path(f"{image.stem}.{args.format or 'glb'}")
-    fmt = args.format or (out.suffix.lstrip(".").lower() if out.suffix else "glb")
-    if fmt not in ("glb", "ply"):
-        raise ValueError(f"--out {out}: unsupported format {fmt!r}; use .glb or .ply (or --format)")
+    out, fmt = cloud_file(args.out, image, args.format)
+    from pager.io_utils import check_outputs
+
+    check_outputs([out], overwrite=args.overwrite, what="point cloud")
 
     from pager.pipeline import PagerPipeline  # lazy: the model stack is heavy
 

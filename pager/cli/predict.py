@@ -70,26 +70,19 @@ def collect_images(inputs: Sequence[str]) -> List[Path]:
             out.append(path)
         else:
             raise FileNotFoundError(f"input not found: {path}")
-    return out
+    unique: Dict[str, Path] = {}
+    for p in out:  # a file named twice (itself and through its folder) is predicted once
+        unique.setdefault(os.path.realpath(p), p)
+    if len(unique) < len(out):
+        logger.info("%d input(s) named more than once are predicted once", len(out) - len(unique))
+    return list(unique.values())
 
 
 def output_stems(paths: Sequence[Path]) -> List[str]:
-    """File stems, made unique by appending the parent folder name (then an index) on collisions."""
-    stems = [p.stem for p in paths]
-    counts: Dict[str, int] = {}
-    for s in stems:
-        counts[s] = counts.get(s, 0) + 1
-    out: List[str] = []
-    seen: Dict[str, int] = {}
-    for p, s in zip(paths, stems):
-        name = s if counts[s] == 1 else f"{p.parent.name}_{s}"
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}_{seen[name]}"
-        else:
-            seen[name] = 0
-        out.append(name)
-    return out
+    """Output name stems, unique within the run (see :func:`pager.io_utils.unique_stems`)."""
+    from pager.io_utils import unique_stems
+
+    return unique_stems(paths)
 
 
 def planned_files(stem: str, out_dir: Path, modalities: Sequence[str]) -> List[Path]:
@@ -129,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
     from pager.model.pager_model import iter_modalities
     from pager.pipeline import PagerPipeline
 
+    from pager.io_utils import check_outputs
+    from pager.model.loading import checkpoint_modalities, load_checkpoint_config_only
+
     images = collect_images(args.inputs)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -141,25 +137,22 @@ def run(args: argparse.Namespace) -> int:
     elif len(ckpts) == 1:
         source = ckpts[0]
     else:
-        from pager.model.loading import load_checkpoint_config_only
-
         source = {}
         for ck in ckpts:
             modality = load_checkpoint_config_only(ck).modality
             if modality in source:
                 raise ValueError(f"--checkpoint_path: two {modality} checkpoints ({source[modality]}, {ck})")
             source[modality] = ck
+    # everything about the outputs is checked before the model is loaded (only config.yaml files are read)
+    available = checkpoint_modalities(source)
+    wanted = iter_modalities(args.modalities) if args.modalities else available
+    missing = [m for m in wanted if m not in available]
+    if missing:
+        raise ValueError(f"--modalities {missing}: the checkpoint(s) predict only {list(available)}")
+    stems = output_stems(images)
+    check_outputs([f for s in stems for f in planned_files(s, out_dir, wanted)], overwrite=args.overwrite)
     pipe = PagerPipeline.from_pretrained(source, variant=args.variant, torch_dtype=args.dtype, device=args.device,
                                          allow_pickle=args.allow_pickle, enable_xformers=args.enable_xformers)
-    wanted = iter_modalities(args.modalities) if args.modalities else pipe.modalities
-    missing = [m for m in wanted if m not in pipe.modalities]
-    if missing:
-        raise ValueError(f"--modalities {missing}: the loaded checkpoint(s) predict only {list(pipe.modalities)}")
-    stems = output_stems(images)
-    if not args.overwrite:
-        clashes = [str(f) for s in stems for f in planned_files(s, out_dir, wanted) if f.exists()]
-        if clashes:
-            raise FileExistsError(f"{len(clashes)} output file(s) exist, e.g. {clashes[0]}; pass --overwrite to replace them")
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(images), desc="pager predict", unit="pano", disable=args.no_progress)
     for start in range(0, len(images), args.batch_size):

@@ -13,7 +13,8 @@ writes, next to the ``eval`` folder (or into ``--output_dir``):
   samples (signed depth error on a diverging colormap; angular error for normals),
 
 where ``<tag>`` is the depth alignment type (``metric``, ``scale`` ...) or ``normals``, ``edges``,
-``seams``. A prediction that is missing, unreadable, of the wrong shape or non-finite is reported by
+``seams``. These files are checked before any sample is read: existing ones are refused, by name,
+unless ``overwrite=True`` (``--overwrite``). A prediction that is missing, unreadable, of the wrong shape or non-finite is reported by
 name (log, table, JSON, CSV) and counted; with ``strict=True`` it raises ``ValueError`` instead.
 
 Command lines (argument names of the original README): :func:`depth_main`, :func:`normals_main`,
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from pager.evaluation import metrics as M
-from pager.io_utils import atomic_write
+from pager.io_utils import atomic_write, check_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -257,6 +258,25 @@ def _locate(pred_path: Path | str, data_path: Optional[Path | str], dataset: Any
     return ds, name, eval_dir, Path(output_dir) if output_dir is not None else eval_dir.parent
 
 
+def report_paths(out_dir: Path | str, tag: str) -> Tuple[Path, Path, Path]:
+    """``(txt, json, csv)`` report files of a run with ``tag`` in ``out_dir``."""
+    out_dir = Path(out_dir)
+    stem = f"evaluation_metrics_{tag}"
+    return out_dir / f"{stem}.txt", out_dir / f"{stem}.json", out_dir / f"evaluation_per_sample_{tag}.csv"
+
+
+def _check_planned(out_dir: Path, tag: str, write: bool, overwrite: bool, ds: Any = None,
+                   maps_dir: Optional[Path] = None, maps_every: int = 1) -> None:
+    """Check every file the run will write (reports, error maps) before any sample is read."""
+    planned: List[Path] = list(report_paths(out_dir, tag)) if write else []
+    if maps_dir is not None:
+        ids = _dataset_ids(ds)
+        if ids is not None:  # otherwise each map is checked when it is written
+            planned += [maps_dir / f"{sid}.png" for i, sid in enumerate(ids) if i % maps_every == 0]
+    if planned:
+        check_outputs(planned, overwrite=overwrite, what="evaluation output")
+
+
 def _iter_samples(ds: Any, indices: Sequence[int], num_workers: int) -> Iterable[Dict[str, Any]]:
     """Yield ``ds[i]`` for ``indices`` (optionally decoded by DataLoader workers, order kept)."""
     if num_workers <= 0:
@@ -421,7 +441,7 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
                    strict: bool = False, latitude_weighting: bool = False, max_depth: Optional[float] = None,
                    clip_pred: bool = False, save_error_maps: bool = False, error_maps_saving_frequency: int = 1,
                    output_dir: Optional[Path | str] = None, device: Optional[str] = None,
-                   num_workers: int = 0, write: bool = True) -> EvaluationResult:
+                   num_workers: int = 0, write: bool = True, overwrite: bool = False) -> EvaluationResult:
     """Depth evaluation of ``<pred_path>/**/eval/<id>.npz`` against a dataset split.
 
     Per sample: the ground truth ``depth [1, H, W]`` (metres) over ``eval_mask`` (the dataset's
@@ -439,6 +459,7 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
     ds, name, eval_dir, out_dir = _locate(pred_path, data_path, dataset, split, scenes, output_dir)
     tag = alignment_type
     maps_dir = out_dir / f"error_maps_{tag}"
+    _check_planned(out_dir, tag, write, overwrite, ds, maps_dir if save_error_maps else None, error_maps_saving_frequency)
 
     def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
         sid = str(sample["id"])
@@ -464,7 +485,7 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
         values["align_shift"] = float(shift.reshape(-1)[0])
         if save_error_maps and idx % error_maps_saving_frequency == 0:
             png = render_error_map(aligned - gt, mask, signed=True, label=f"{sid}: pred - gt [m] ({tag})")
-            with atomic_write(maps_dir / f"{sid}.png") as fh:
+            with atomic_write(maps_dir / f"{sid}.png", overwrite=overwrite) as fh:
                 fh.write(png)
         return values
 
@@ -475,7 +496,7 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
                        per_sample_fn=per_sample, metric_keys=M.DEPTH_METRICS, strict=strict,
                        num_workers=num_workers, settings=settings)
     if write:
-        write_outputs(result, out_dir)
+        write_outputs(result, out_dir, overwrite=overwrite)
     return result
 
 
@@ -483,7 +504,8 @@ def evaluate_normals(pred_path: Path | str, data_path: Optional[Path | str], dat
                      split: str = "test", scenes: str = "both", strict: bool = False,
                      latitude_weighting: bool = False, save_error_maps: bool = False,
                      error_maps_saving_frequency: int = 1, output_dir: Optional[Path | str] = None,
-                     device: Optional[str] = None, num_workers: int = 0, write: bool = True) -> EvaluationResult:
+                     device: Optional[str] = None, num_workers: int = 0, write: bool = True,
+                     overwrite: bool = False) -> EvaluationResult:
     """Surface-normals evaluation (:func:`metrics.normals_metrics`) against the dataset's ``normals``.
 
     Valid pixels: the sample's ``eval_mask`` where the ground-truth normal is non-zero. Predictions
@@ -494,6 +516,8 @@ def evaluate_normals(pred_path: Path | str, data_path: Optional[Path | str], dat
     device = device or _default_device()
     ds, name, eval_dir, out_dir = _locate(pred_path, data_path, dataset, split, scenes, output_dir)
     maps_dir = out_dir / "error_maps_normals"
+    _check_planned(out_dir, "normals", write, overwrite, ds, maps_dir if save_error_maps else None,
+                   error_maps_saving_frequency)
 
     def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
         sid = str(sample["id"])
@@ -513,7 +537,7 @@ def evaluate_normals(pred_path: Path | str, data_path: Optional[Path | str], dat
             gn = torch.nn.functional.normalize(gt, dim=1)
             ang = torch.rad2deg(torch.atan2(torch.linalg.cross(pn, gn, dim=1).norm(dim=1), (pn * gn).sum(dim=1)))
             png = render_error_map(ang[0], mask[0], signed=False, vmax=45.0, label=f"{sid}: angular error [deg]")
-            with atomic_write(maps_dir / f"{sid}.png") as fh:
+            with atomic_write(maps_dir / f"{sid}.png", overwrite=overwrite) as fh:
                 fh.write(png)
         return values
 
@@ -522,7 +546,7 @@ def evaluate_normals(pred_path: Path | str, data_path: Optional[Path | str], dat
                        pred_kind="normals", per_sample_fn=per_sample, metric_keys=M.NORMALS_METRICS,
                        strict=strict, num_workers=num_workers, settings=settings)
     if write:
-        write_outputs(result, out_dir)
+        write_outputs(result, out_dir, overwrite=overwrite)
     return result
 
 
@@ -530,7 +554,8 @@ def evaluate_edges(pred_path: Path | str, data_path: Optional[Path | str], datas
                    split: str = "test", scenes: str = "both", strict: bool = False,
                    dbe_max_distance: Optional[float] = None, edge_threshold: float = 0.01,
                    dilation: int = 3, completeness: str = "reference", output_dir: Optional[Path | str] = None,
-                   device: Optional[str] = None, num_workers: int = 0, write: bool = True) -> EvaluationResult:
+                   device: Optional[str] = None, num_workers: int = 0, write: bool = True,
+                   overwrite: bool = False) -> EvaluationResult:
     """Depth-edge evaluation (:func:`metrics.edge_metrics`) of depth predictions.
 
     ``dbe_max_distance`` (pixels) defaults to the sample's ``max_depth``, as the reference does
@@ -538,6 +563,7 @@ def evaluate_edges(pred_path: Path | str, data_path: Optional[Path | str], datas
     """
     device = device or _default_device()
     ds, name, eval_dir, out_dir = _locate(pred_path, data_path, dataset, split, scenes, output_dir)
+    _check_planned(out_dir, "edges", write, overwrite)
 
     def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
         sid = str(sample["id"])
@@ -558,7 +584,7 @@ def evaluate_edges(pred_path: Path | str, data_path: Optional[Path | str], datas
                        per_sample_fn=per_sample, metric_keys=M.EDGE_METRICS, strict=strict,
                        num_workers=num_workers, settings=settings)
     if write:
-        write_outputs(result, out_dir)
+        write_outputs(result, out_dir, overwrite=overwrite)
     return result
 
 
@@ -582,7 +608,7 @@ def evaluate_seams(pred_path: Path | str, data_path: Optional[Path | str] = None
                    pixel_jump_thresh: float = 0.010, edge_mean_jump_thresh: float = 0.008,
                    min_broken_pixel_frac: float = 0.05, compensate_interior: bool = True, tolerance: int = 1,
                    output_dir: Optional[Path | str] = None, device: Optional[str] = None,
-                   write: bool = True) -> EvaluationResult:
+                   write: bool = True, overwrite: bool = False) -> EvaluationResult:
     """Cube-seam evaluation (:func:`metrics.seam_metrics`) of ERP depth predictions.
 
     Needs no ground truth: without ``dataset`` every ``.npz`` of the eval folder is evaluated; with
@@ -601,6 +627,7 @@ def evaluate_seams(pred_path: Path | str, data_path: Optional[Path | str] = None
         eval_dir = find_eval_dir(pred_path, None)
         out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
     stand_in = _PredictionsOnly(eval_dir, ids)
+    _check_planned(out_dir, "seams", write, overwrite)
 
     def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
         values = _item(M.seam_metrics(_to_device(pred, device), pixel_jump_thresh=pixel_jump_thresh,
@@ -617,7 +644,7 @@ def evaluate_seams(pred_path: Path | str, data_path: Optional[Path | str] = None
                        pred_kind="depth", per_sample_fn=per_sample, metric_keys=M.SEAM_METRICS, strict=strict,
                        num_workers=0, settings=settings, check_shape=False)
     if write:
-        write_outputs(result, out_dir)
+        write_outputs(result, out_dir, overwrite=overwrite)
     return result
 
 
@@ -652,14 +679,17 @@ def format_table(result: EvaluationResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(result: EvaluationResult, out_dir: Path | str) -> Dict[str, Path]:
-    """Write the txt table, the JSON summary and the per-sample CSV atomically into ``out_dir``."""
-    out_dir = Path(out_dir)
-    stem = f"evaluation_metrics_{result.tag}"
-    txt, js, cs = out_dir / f"{stem}.txt", out_dir / f"{stem}.json", out_dir / f"evaluation_per_sample_{result.tag}.csv"
-    with atomic_write(txt, "w") as fh:
+def write_outputs(result: EvaluationResult, out_dir: Path | str, overwrite: bool = False) -> Dict[str, Path]:
+    """Write the txt table, the JSON summary and the per-sample CSV atomically into ``out_dir``.
+
+    Existing files raise ``FileExistsError`` naming them unless ``overwrite``.
+    """
+    txt, js, cs = report_paths(out_dir, result.tag)
+    if not overwrite:
+        check_outputs([txt, js, cs], overwrite=False, what="evaluation output")
+    with atomic_write(txt, "w", overwrite=overwrite) as fh:
         fh.write(format_table(result))
-    with atomic_write(js, "w") as fh:
+    with atomic_write(js, "w", overwrite=overwrite) as fh:
         json.dump(result.to_json(), fh, indent=2)
         fh.write("\n")
     keys: List[str] = ["id", "status"]
@@ -668,7 +698,7 @@ def write_outputs(result: EvaluationResult, out_dir: Path | str) -> Dict[str, Pa
             if k not in keys and k != "detail":
                 keys.append(k)
     keys.append("detail")
-    with atomic_write(cs, "w") as fh:
+    with atomic_write(cs, "w", overwrite=overwrite) as fh:
         writer = csv.DictWriter(fh, fieldnames=keys, restval="", lineterminator="\n")
         writer.writeheader()
         for row in result.per_sample:
@@ -708,6 +738,7 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> argparse.Argume
     parser.add_argument("--output_dir", type=str, default=None,
                         help="where to write the reports (default: next to the 'eval' folder)")
     parser.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing report files and error maps")
     if task in ("depth", "normals", "edges"):
         parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers decoding ground truth")
     if task in ("depth", "normals"):
@@ -755,7 +786,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
 
 def run_task(args: argparse.Namespace, task: str) -> EvaluationResult:
     """Run ``task`` with parsed arguments and return its result (files written)."""
-    common = dict(strict=args.strict, output_dir=args.output_dir, device=args.device)
+    common = dict(strict=args.strict, output_dir=args.output_dir, device=args.device,
+                  overwrite=bool(getattr(args, "overwrite", False)))
     if task == "depth":
         return evaluate_depth(args.pred_path, args.data_path, args.dataset, args.alignment_type, split=args.split,
                               scenes=args.scenes, latitude_weighting=args.latitude_weighting,
@@ -790,10 +822,12 @@ def _main_for(task: str, argv: Optional[Sequence[str]]) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                             format="%(levelname)s %(name)s: %(message)s")
+    from pager.cli.main import USER_ERRORS, report_error
+
     try:
         result = run_task(args, task)
-    except (ValueError, FileNotFoundError) as exc:
-        sys.stderr.write(f"evaluation {task}: error: {exc}\n")
+    except USER_ERRORS as exc:
+        report_error(f"evaluation {task}", exc, args.verbose)
         return 2
     sys.stdout.write(format_table(result))
     sys.stdout.write(f"saved {result.outputs.get('txt')}, {result.outputs.get('json')}, {result.outputs.get('csv')}\n")

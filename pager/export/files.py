@@ -154,10 +154,13 @@ def load_npz(path: PathLike) -> Dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"npz file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):  # a plain .npy saved under the .npz name
+            return {"arr_0": data}
+        with data as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"cannot read npz file {path}: {exc}") from exc
+    except Exception as exc:  # truncated/corrupt zip (zipfile.BadZipFile), pickled object arrays, bad headers
+        raise ValueError(f"cannot read npz file {path}: {type(exc).__name__}: {exc}") from exc
 
 
 def image_bytes(image: ArrayLike, format: str = "PNG", quality: int = 95) -> bytes:

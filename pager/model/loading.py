@@ -497,6 +497,18 @@ def load_checkpoint_config_only(path_or_repo_id: PathLike) -> ModalityConfig:
     return ModalityConfig.from_yaml_config(read_checkpoint_config(folder), source=text, name=Path(text.rstrip("/")).name)
 
 
+def checkpoint_modalities(source: Union[PathLike, Mapping[str, PathLike], None]) -> Tuple[str, ...]:
+    """What a checkpoint source (as for ``Pager.from_pretrained``) predicts, from its ``config.yaml`` only.
+
+    Lets a command plan (and check) its output files before any weight is loaded.
+    """
+    if source is None or (isinstance(source, str) and source == DEFAULT_MODEL_NAME):
+        return tuple(resolve_default_model())
+    if isinstance(source, Mapping):
+        return tuple(load_checkpoint_config_only(v).modality for v in source.values())
+    return (load_checkpoint_config_only(source).modality,)
+
+
 def resolve_default_model() -> Dict[str, str]:
     """Checkpoints of the embedded default model: ``{modality: folder}``; a clear error while absent."""
     root = DEFAULT_WEIGHTS_DIR

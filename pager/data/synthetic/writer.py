@@ -153,7 +153,10 @@ def encode_normals_png(normals: np.ndarray) -> bytes:
 
 
 def _check_out(out_dir: Path, overwrite: bool) -> bool:
-    """Whether ``out_dir`` exists with content that would be replaced."""
+    """Whether ``out_dir`` exists with content that would be replaced (checked before any rendering)."""
+    from pager.io_utils import check_writable_folder
+
+    check_writable_folder(out_dir.parent, "output folder")  # the data set is built beside it, then renamed
     if out_dir.exists():
         if not out_dir.is_dir():
             raise NotADirectoryError(f"output path exists and is not a folder: {out_dir}")
