@@ -90,7 +90,8 @@ def test_depth_cli_and_script(matterport, capsys):
     assert "evaluation_metrics_scale_and_shift.txt" in capsys.readouterr().err
     assert R.depth_main(argv + ["--strict", "--overwrite"]) == 2
     assert ids[1] in capsys.readouterr().err  # the first problem (the missing file) is named
-    assert R.main(["depth"] + argv + ["--max_depth", "0.5", "--overwrite"]) == 0  # every pixel beyond 0.5 m: all empty
+    assert R.main(["depth"] + argv + ["--max_depth", "0.5", "--overwrite"]) == 1  # every pixel beyond 0.5 m
+    assert "no prediction could be evaluated" in capsys.readouterr().err
     data = json.loads((eval_dir.parent / "evaluation_metrics_scale_and_shift.json").read_text())
     assert data["counts"]["empty_mask"] == 2 and data["counts"]["evaluated"] == 0
     proc = subprocess.run([sys.executable, str(REPO / "evaluation" / "depth_evaluation.py"), "--help"],

@@ -61,13 +61,16 @@ class SampleRecord:
     """One listed sample: a unique id, its scene type and whatever the reader needs to load it.
 
     ``files`` are the paths the sample needs (checked for existence when ``skip_bad_samples`` is on);
-    ``extra`` holds reader-specific values (LMDB shard, key, ...).
+    ``extra`` holds reader-specific values (LMDB shard, key, ...). ``reference_id`` is the id the original
+    PaGeR dataloader (prs-eth/PaGeR) gives the same sample, i.e. the name (``<reference_id>.npz``) its
+    ``inference.py --generate_eval`` writes the prediction under; None for datasets it does not read.
     """
 
     id: str
     scene_type: str = "indoor"
     files: Dict[str, Path] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
+    reference_id: Optional[str] = None
 
 
 @dataclass

@@ -14,8 +14,13 @@ writes, next to the ``eval`` folder (or into ``--output_dir``):
 
 where ``<tag>`` is the depth alignment type (``metric``, ``scale`` ...) or ``normals``, ``edges``,
 ``seams``. These files are checked before any sample is read: existing ones are refused, by name,
-unless ``overwrite=True`` (``--overwrite``). A prediction that is missing, unreadable, of the wrong shape or non-finite is reported by
-name (log, table, JSON, CSV) and counted; with ``strict=True`` it raises ``ValueError`` instead.
+unless ``overwrite=True`` (``--overwrite``). Predictions are matched by our sample id or by the id the
+original PaGeR dataloaders give the sample (the name the original ``inference.py`` writes; see
+:func:`match_predictions`). A prediction that is missing, unreadable, of a complex dtype, of the wrong shape or
+empty, non-finite, or gives a non-finite metric is reported by name (log, table, JSON, CSV), counted, and left
+out of the averages; with ``strict=True`` it raises ``ValueError`` instead. When no sample could be evaluated
+the result's ``failure`` says why and the command-line entry points exit with code 1 instead of printing a
+table.
 
 Command lines (argument names of the original README): :func:`depth_main`, :func:`normals_main`,
 :func:`edges_main`, :func:`seams_main` (each ``(argv=None) -> int``), and :func:`main` taking the
@@ -49,6 +54,7 @@ __all__ = [
     "EvaluationResult",
     "PredictionProblem",
     "find_eval_dir",
+    "match_predictions",
     "load_prediction",
     "evaluate_depth",
     "evaluate_normals",
@@ -71,8 +77,8 @@ __all__ = [
 
 TASKS: Tuple[str, ...] = ("depth", "normals", "edges", "seams")
 #: Kinds of problems a prediction file can have (status values in the per-sample CSV besides ``ok``).
-PROBLEM_KINDS: Tuple[str, ...] = ("missing", "unreadable", "bad_shape", "nonfinite", "empty_mask",
-                                  "alignment_failed")
+PROBLEM_KINDS: Tuple[str, ...] = ("missing", "unreadable", "bad_dtype", "bad_shape", "nonfinite", "empty_mask",
+                                  "alignment_failed", "nonfinite_metric")
 
 
 class PredictionProblem(ValueError):
@@ -101,6 +107,8 @@ class EvaluationResult:
     settings: Dict[str, Any] = field(default_factory=dict)
     unmatched: List[str] = field(default_factory=list)
     outputs: Dict[str, Path] = field(default_factory=dict)
+    #: when nothing could be evaluated: why, naming one expected file and what the folder holds
+    failure: str = ""
 
     @property
     def n_problems(self) -> int:
@@ -178,8 +186,10 @@ def load_prediction(path: Path, task: str, sample_id: str,
                     expected_hw: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """Read one prediction file; depth -> float32 ``[H, W]``, normals -> float32 ``[3, H, W]``.
 
-    Raises :class:`PredictionProblem` (``missing``, ``unreadable``, ``bad_shape``, ``nonfinite``).
-    Nothing is resized: a size other than ``expected_hw`` is a ``bad_shape`` problem.
+    Raises :class:`PredictionProblem` (``missing``, ``unreadable``, ``bad_dtype``, ``bad_shape``,
+    ``nonfinite``). Nothing is resized: a size other than ``expected_hw``, or an empty array, is a
+    ``bad_shape`` problem; a complex or non-numeric array is ``bad_dtype``; a value that is not finite in
+    float32 (NaN, inf, or beyond the float32 range) is ``nonfinite``.
     """
     path = Path(path)
     if not path.is_file():
@@ -197,8 +207,10 @@ def load_prediction(path: Path, task: str, sample_id: str,
         raise
     except Exception as exc:  # corrupt zip, truncated file, pickled object...
         raise PredictionProblem("unreadable", sample_id, path, f"{type(exc).__name__}: {exc}") from exc
-    if not np.issubdtype(arr.dtype, np.number):
-        raise PredictionProblem("unreadable", sample_id, path, f"non-numeric array of dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise PredictionProblem("bad_dtype", sample_id, path, f"array of dtype {arr.dtype}; a real-valued array is expected")
+    if arr.size == 0:
+        raise PredictionProblem("bad_shape", sample_id, path, f"empty array of shape {arr.shape}")
     if task == "normals":
         arr = _squeeze_leading(arr, 3)
         if arr.ndim == 3 and arr.shape[0] == 3:
@@ -216,10 +228,13 @@ def load_prediction(path: Path, task: str, sample_id: str,
     if expected_hw is not None and hw != tuple(expected_hw):
         raise PredictionProblem("bad_shape", sample_id, path,
                                 f"size {hw} (H, W) differs from the ground truth {tuple(expected_hw)}")
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).sum())
-        raise PredictionProblem("nonfinite", sample_id, path, f"{bad} NaN/inf value(s)")
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.ascontiguousarray(arr, dtype=np.float32)  # values beyond the float32 range become inf
+    finite = np.isfinite(out)
+    if not finite.all():
+        bad = int((~finite).sum())
+        raise PredictionProblem("nonfinite", sample_id, path, f"{bad} NaN/inf value(s) (in float32)")
+    return torch.from_numpy(out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,6 +258,69 @@ def _dataset_ids(ds: Any) -> Optional[List[str]]:
         return [str(r.id) for r in records]
     ids = getattr(ds, "ids", None)
     return [str(i) for i in ids] if ids is not None else None
+
+
+def _dataset_reference_ids(ds: Any) -> Optional[List[Optional[str]]]:
+    """The ids the original PaGeR dataloaders give the same samples (``SampleRecord.reference_id``), or None."""
+    records = getattr(ds, "records", None)
+    if records is None:
+        return getattr(ds, "reference_ids", None)
+    return [None if getattr(r, "reference_id", None) is None else str(r.reference_id) for r in records]
+
+
+def match_predictions(eval_dir: Path, ids: Sequence[str],
+                      reference_ids: Optional[Sequence[Optional[str]]] = None) -> Tuple[List[Optional[Path]], List[str]]:
+    """Pair samples with prediction files ``eval_dir/<name>.npz``, by our sample id or the original's.
+
+    A sample's prediction may be named with our id (``inference.py`` here) or with the id the original
+    PaGeR dataloader returns (``reference_ids[i]``, how the original ``inference.py --generate_eval`` names
+    its files). Returns ``(path or None per sample, sorted names of .npz files matching no sample)``.
+
+    Raises:
+        ValueError: a file matches two samples (naming the file and both samples), or a sample has two
+            prediction files (naming both files).
+    """
+    files = {p.stem: p for p in eval_dir.glob("*.npz") if p.is_file()}
+    owner: Dict[str, int] = {}
+    paths: List[Optional[Path]] = []
+    for i, sid in enumerate(ids):
+        names = [sid]
+        ref = reference_ids[i] if reference_ids is not None else None
+        if ref is not None and ref != sid:
+            names.append(ref)
+        found = []
+        for name in names:
+            if name not in files:
+                continue
+            if name in owner and owner[name] != i:
+                raise ValueError(f"prediction file {files[name]} matches two samples: {ids[owner[name]]} and {sid} "
+                                 "(the original dataloader gives them the same id); rename it to one sample's id")
+            owner[name] = i
+            found.append(files[name])
+        if len(found) > 1:
+            raise ValueError(f"sample {sid} has two prediction files, {found[0]} and {found[1]}; keep one")
+        paths.append(found[0] if found else None)
+    unmatched = sorted(name for name in files if name not in owner)
+    return paths, unmatched
+
+
+def _nothing_evaluated(eval_dir: Path, ids: Optional[Sequence[str]], reference_ids: Optional[Sequence[Optional[str]]],
+                       problems: Dict[str, List[str]], dataset_name: Optional[str]) -> str:
+    """Why nothing could be evaluated: one expected file name and what the folder holds."""
+    found = sorted(p.name for p in eval_dir.glob("*.npz"))
+    if ids:
+        expected = f"{eval_dir / (ids[0] + '.npz')}"
+        ref = reference_ids[0] if reference_ids else None
+        if ref is not None and ref != ids[0]:
+            expected += f" (or {ref}.npz, the original dataloader's id)"
+    else:
+        expected = f"{eval_dir}/<sample id>.npz"
+    held = (f"{len(found)} .npz file(s) there, e.g. {', '.join(found[:3])}" if found
+            else f"no .npz file there")
+    counts = ", ".join(f"{len(v)} {k}" for k, v in problems.items() if v)
+    listed = f"{len(ids)} sample(s) of {dataset_name or 'the dataset'}" if ids is not None else "the samples"
+    return (f"no prediction could be evaluated for {listed}: expected e.g. {expected}; found {held}"
+            + (f"; problems: {counts}" if counts else ""))
 
 
 def _dataset_name(ds: Any, fallback: Optional[str]) -> Optional[str]:
@@ -371,15 +449,19 @@ def _run_loop(*, task: str, tag: str, ds: Any, dataset_name: Optional[str], eval
         rows.append({"id": p.sample_id, "status": p.kind, "detail": p.detail})
 
     ids = _dataset_ids(ds)
+    reference_ids = _dataset_reference_ids(ds) if ids is not None else None
+    pred_paths: Dict[int, Path] = {}
+    unmatched: List[str] = []
     if ids is not None:
         # check the files first: missing predictions never cost a decoded ground-truth sample
+        matched, unmatched = match_predictions(eval_dir, ids, reference_ids)
         present = []
-        for i, sid in enumerate(ids):
-            path = eval_dir / f"{sid}.npz"
-            if path.is_file():
+        for i, (sid, path) in enumerate(zip(ids, matched)):
+            if path is not None:
                 present.append(i)
+                pred_paths[i] = path
             else:
-                report(PredictionProblem("missing", sid, path, "file not found"))
+                report(PredictionProblem("missing", sid, eval_dir / f"{sid}.npz", "file not found"))
         indices = present
         n_total = len(ids)
     else:
@@ -393,13 +475,20 @@ def _run_loop(*, task: str, tag: str, ds: Any, dataset_name: Optional[str], eval
         for idx, sample in zip(indices, _iter_samples(ds, indices, num_workers)):
             sid = str(sample["id"])
             known_ids.add(sid)
-            path = eval_dir / f"{sid}.npz"
+            path = pred_paths.get(idx, eval_dir / f"{sid}.npz")
             try:
                 hw = tuple(sample["depth"].shape[-2:]) if (check_shape and "depth" in sample) else None
                 pred = load_prediction(path, pred_kind, sid, hw)
+                if pred_kind == "normals" and path.stem != sid:
+                    # named the original's way: written in the original's frame (z mirrored relative to ours)
+                    pred = pred * pred.new_tensor([1.0, 1.0, -1.0]).view(3, 1, 1)
                 values = per_sample_fn(idx, sample, pred)
+                bad = [k for k in metric_keys if not math.isfinite(float(values.get(k, float("nan"))))]
+                if bad:
+                    raise PredictionProblem("nonfinite_metric", sid, path,
+                                            "metric(s) " + ", ".join(f"{k}={values.get(k)}" for k in bad) + " not finite")
             except PredictionProblem as p:
-                report(p)
+                report(p if p.path == path else PredictionProblem(p.kind, p.sample_id, path, p.detail))
                 bar.update(1)
                 continue
             for k in metric_keys:
@@ -411,14 +500,18 @@ def _run_loop(*, task: str, tag: str, ds: Any, dataset_name: Optional[str], eval
     finally:
         bar.close()
 
-    unmatched = sorted(p.stem for p in eval_dir.glob("*.npz") if p.stem not in known_ids) if ids is not None else []
     averaged = M.average_over_images({k: v for k, v in per_metric.items()})
     n_eval = sum(1 for r in rows if r["status"] == "ok")
+    if any(len(v) != n_eval for v in per_metric.values()):  # pragma: no cover - bookkeeping guard
+        raise RuntimeError("evaluation bookkeeping: metric lists differ from the number of evaluated samples")
     order = {sid: i for i, sid in enumerate(ids)} if ids is not None else {}
     rows.sort(key=lambda r: order.get(r["id"], len(order)))
+    failure = ""
+    if n_eval == 0 or not all(math.isfinite(v) for v in averaged.values()):
+        failure = _nothing_evaluated(eval_dir, ids, reference_ids, problems, dataset_name)
     return EvaluationResult(task=task, tag=tag, metrics=averaged, per_sample=rows, problems=problems,
                             n_total=n_total, n_evaluated=n_eval, pred_dir=eval_dir,
-                            settings={"dataset": dataset_name, **settings}, unmatched=unmatched)
+                            settings={"dataset": dataset_name, **settings}, unmatched=unmatched, failure=failure)
 
 
 def _to_device(x: torch.Tensor, device: str) -> torch.Tensor:
@@ -509,7 +602,8 @@ def evaluate_normals(pred_path: Path | str, data_path: Optional[Path | str], dat
     """Surface-normals evaluation (:func:`metrics.normals_metrics`) against the dataset's ``normals``.
 
     Valid pixels: the sample's ``eval_mask`` where the ground-truth normal is non-zero. Predictions
-    are normalised to unit length; both must be in the library's world frame.
+    are normalised to unit length and must be in the library's world frame, except files named with the
+    original dataloader's id (written by the original code), which are read in its frame (z mirrored).
     """
     if error_maps_saving_frequency < 1:
         raise ValueError(f"--error_maps_saving_frequency must be >= 1, got {error_maps_saving_frequency}")
@@ -591,8 +685,10 @@ def evaluate_edges(pred_path: Path | str, data_path: Optional[Path | str], datas
 class _PredictionsOnly:
     """Stand-in dataset for seam evaluation without ground truth: one id per ``.npz`` file."""
 
-    def __init__(self, eval_dir: Path, ids: Optional[List[str]] = None) -> None:
+    def __init__(self, eval_dir: Path, ids: Optional[List[str]] = None,
+                 reference_ids: Optional[List[Optional[str]]] = None) -> None:
         self.ids = sorted(p.stem for p in eval_dir.glob("*.npz")) if ids is None else list(ids)
+        self.reference_ids = reference_ids
         if not self.ids:
             raise FileNotFoundError(f"no .npz predictions in {eval_dir}")
 
@@ -618,15 +714,18 @@ def evaluate_seams(pred_path: Path | str, data_path: Optional[Path | str] = None
     device = device or _default_device()
     name: Optional[str] = None
     ids: Optional[List[str]] = None
+    reference_ids: Optional[List[Optional[str]]] = None
     if dataset is not None:
         ds, name, eval_dir, out_dir = _locate(pred_path, data_path, dataset, split, scenes, output_dir)
         ids = _dataset_ids(ds)
         if ids is None:
             ids = [str(ds[i]["id"]) for i in range(len(ds))]
+        else:
+            reference_ids = _dataset_reference_ids(ds)
     else:
         eval_dir = find_eval_dir(pred_path, None)
         out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
-    stand_in = _PredictionsOnly(eval_dir, ids)
+    stand_in = _PredictionsOnly(eval_dir, ids, reference_ids)
     _check_planned(out_dir, "seams", write, overwrite)
 
     def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
@@ -666,11 +765,14 @@ def format_table(result: EvaluationResult) -> str:
     if result.unmatched:
         lines.append(f"unmatched    : {len(result.unmatched)} prediction file(s) with no sample in the split")
     lines.append("")
-    width = max(len(k) for k in result.metrics) if result.metrics else 6
-    lines.append(f"{'metric':<{width}}  value")
-    lines.append("-" * (width + 12))
-    for k, v in result.metrics.items():
-        lines.append(f"{k:<{width}}  {v:.4f}")
+    if result.failure:
+        lines.append(f"FAILED: {result.failure}")
+    else:
+        width = max(len(k) for k in result.metrics) if result.metrics else 6
+        lines.append(f"{'metric':<{width}}  value")
+        lines.append("-" * (width + 12))
+        for k, v in result.metrics.items():
+            lines.append(f"{k:<{width}}  {v:.4f}")
     for kind in PROBLEM_KINDS:
         names = result.problems[kind]
         if names:
@@ -829,8 +931,18 @@ def _main_for(task: str, argv: Optional[Sequence[str]]) -> int:
     except USER_ERRORS as exc:
         report_error(f"evaluation {task}", exc, args.verbose)
         return 2
+    return _report(result, task)
+
+
+def _report(result: EvaluationResult, task: str) -> int:
+    """Print the table (exit code 0), or, when nothing could be evaluated, the reason on stderr (exit code 1)."""
+    saved = f"saved {result.outputs.get('txt')}, {result.outputs.get('json')}, {result.outputs.get('csv')}\n"
+    if result.failure:
+        sys.stderr.write(f"evaluation {task}: error: {result.failure}\n")
+        sys.stderr.write(saved)
+        return 1
     sys.stdout.write(format_table(result))
-    sys.stdout.write(f"saved {result.outputs.get('txt')}, {result.outputs.get('json')}, {result.outputs.get('csv')}\n")
+    sys.stdout.write(saved)
     return 0
 
 
@@ -871,12 +983,11 @@ def run(args: argparse.Namespace) -> int:
 
     Together with :func:`add_parser` this is the ``pager`` sub-command interface, so
     ``pager/cli/evaluate.py`` can be ``from pager.evaluation.runners import add_parser, run``.
-    ``ValueError`` / ``FileNotFoundError`` propagate (the ``pager`` dispatcher reports them).
+    ``ValueError`` / ``FileNotFoundError`` propagate (the ``pager`` dispatcher reports them); exit code 1
+    when nothing could be evaluated.
     """
     result = run_task(args, args.eval_task)
-    sys.stdout.write(format_table(result))
-    sys.stdout.write(f"saved {result.outputs.get('txt')}, {result.outputs.get('json')}, {result.outputs.get('csv')}\n")
-    return 0
+    return _report(result, args.eval_task)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -7,7 +7,7 @@ Layout::
     Matterport3D360/<any folder>/data/<scene>/<key>_depth.dpt   (float32 metres, see ``read_dpt``)
 
 Depth range 0.01-75 m; the top and bottom 14 % of rows are left out of evaluation (``eval_mask``).
-No normals. Sample id: ``<scene>__<key>``.
+No normals. Sample id: ``<scene>__<key>``; the original dataloader's id (its prediction file name): ``<key>``.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ class Matterport3D360(PanoramaDataset):
                     SampleRecord(
                         id=safe_id(scene_dir.name, key),
                         files={"rgb": rgb, "depth": rgb.with_name(f"{key}_depth.dpt")},
+                        reference_id=key,
                     )
                 )
         return records

@@ -14,7 +14,8 @@ A split folder without ``index.npy`` is read in the plain-file layout of ``pager
 (as the reference). Normals are stored in the reference project's frame (x forward, y up, z left;
 assumed from the reference code, not verified on released files) unless ``PanoInfinigen/meta.json``
 says ``"normals_frame": "pager"``; they are converted to OUR frame by negating z.
-Sample id: ``<indoor|outdoor>__<scene_id>__<view:04d>``.
+Sample id: ``<indoor|outdoor>__<scene_id>__<view:04d>``; the original dataloader's id (its prediction file
+name): ``<split>_shard<shard:05d>_<scene_id>_view<view:04d>`` (the same for indoor and outdoor).
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ class PanoInfinigen(PanoramaDataset):
                                 scene_type=scene_type,
                                 files={"shard": shard_dir},
                                 extra={"layout": "lmdb", "key": f"{scene}/{view:04d}"},
+                                reference_id=f"{split_dir.name}_shard{shard:05d}_{scene}_view{view:04d}",
                             )
                         )
             elif has_plain_layout(split_dir) or (root / scene_type / f"{split}.txt").is_file():

@@ -8,7 +8,8 @@ Layout::
 
 Depth range 0.01-75 m, no normals. The dataset has no official split: without split files every split
 lists all panoramas; an optional ``Replica360_4K/{split}.txt`` (scene names) restricts a split.
-Sample id: ``<scene>__<name>``.
+Sample id: ``<scene>__<name>``; the original dataloader's id (its prediction file name):
+``<scene>_<first four characters of the file name>``.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class Replica360_4K(PanoramaDataset):
                 records.append(
                     SampleRecord(
                         id=safe_id(scene_dir.name, name),
+                        reference_id=f"{scene_dir.name}_{rgb.name[:4]}",
                         files={
                             "rgb": rgb,
                             "depth": rgb.with_name(f"{name}_depth_pano.dpt"),

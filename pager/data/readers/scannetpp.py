@@ -9,7 +9,7 @@ Layout::
 Like the reference, ``test`` reads ``nvs_sem_val.txt`` (the official test scenes have no public
 ground truth) unless a ``nvs_sem_test.txt`` exists. Depth range 0.01-75 m, no normals.
 RGB and depth must have the same size (the reference resized both to 2572x1284; we do not guess).
-Sample id: ``<scene>__<stem>``.
+Sample id: ``<scene>__<stem>``; the original dataloader's id (its prediction file name): ``<scene>_<stem>``.
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ class ScannetPP(PanoramaDataset):
                 rel = rgb.relative_to(images)
                 depth = images.parent / "resized_depth" / rel.parent / f"{rgb.stem}.png"
                 records.append(
-                    SampleRecord(id=safe_id(scene, *rel.parent.parts, rgb.stem), files={"rgb": rgb, "depth": depth})
+                    SampleRecord(id=safe_id(scene, *rel.parent.parts, rgb.stem), files={"rgb": rgb, "depth": depth},
+                                 reference_id=f"{scene}_{rgb.stem}")
                 )
         return records
 

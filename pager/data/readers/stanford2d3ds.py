@@ -8,7 +8,8 @@ Splits: the reference evaluates on every panorama found, so without split files 
 all of them. An optional ``Stanford2D3DS/{split}.txt`` (one area folder name per line, e.g.
 ``area_5a``) restricts a split to the panoramas below those folders.
 Normals (shipped by the dataset) are not read. Sample id: the folders above ``rgb/`` and the name
-without ``_rgb.png`` / ``_frame_equirectangular_domain``, joined with ``__``.
+without ``_rgb.png`` / ``_frame_equirectangular_domain``, joined with ``__``; the original dataloader's id
+(its prediction file name) is the file name without ``_frame_equirectangular_domain_rgb.png``.
 """
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ class Stanford2D3DS(PanoramaDataset):
             stem = rgb.name[: -len("_rgb.png")]
             short = stem[: -len("_frame_equirectangular_domain")] if stem.endswith("_frame_equirectangular_domain") else stem
             depth = rgb.parent.parent / "depth" / f"{stem}_depth.png"
-            records.append(SampleRecord(id=safe_id(*rel.parts[:-2], short), files={"rgb": rgb, "depth": depth}))
+            # the original dataloader's id: the file name without "_frame_equirectangular_domain_rgb.png"
+            ref = short if short != stem else None
+            records.append(SampleRecord(id=safe_id(*rel.parts[:-2], short), files={"rgb": rgb, "depth": depth},
+                                        reference_id=ref))
         return records
 
     def describe_search(self, root: Path, split: str) -> str:

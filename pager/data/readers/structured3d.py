@@ -14,7 +14,8 @@ the Structured3D authors (bertjiazheng/Structured3D issue #61) R is the look-at 
 B the third axis of a *left-handed* frame, i.e. x forward, y up, z left: the frame the reference
 project works in. We take "look-at" to be the panorama centre (as the reference does; not verified on
 real files) and convert to OUR frame (x forward, y up, z right) by negating z.
-Sample id: ``scene_XXXXX__<room>``.
+Sample id: ``scene_XXXXX__<room>``; the original dataloader's id (its prediction file name):
+``scene_XXXXX_<room>``.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class Structured3D(PanoramaDataset):
                     SampleRecord(
                         id=safe_id(scene_dir.name, room),
                         files={"rgb": rgb, "depth": full / "depth.png", "normals": normal},
+                        reference_id=f"{scene_dir.name}_{room}",
                     )
                 )
         return records
