@@ -55,7 +55,7 @@ def atomic_write(path: PathLike, mode: str = "wb", overwrite: bool = True) -> It
         if exc.filename is not None or exc.errno is None:
             raise
         # e.g. ENOSPC from write/flush/fsync carries no file name: name the file being written
-        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror or exc}", str(path)) from exc
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -92,6 +92,12 @@ def atomic_directory(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.filename is not None or exc.errno is None:
+            raise
+        # e.g. ENOSPC from a write inside the folder carries no file name: name the folder being written
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -216,14 +222,43 @@ def check_outputs(paths: Iterable[PathLike], overwrite: bool = False, what: str 
     return planned
 
 
+EXR_MAGIC = b"\x76\x2f\x31\x01"
+
+
+def _read_exr(path: Path, what: str) -> np.ndarray:
+    """Decode an OpenEXR file with the OpenEXR package (``pip install "pager[exr]"``) -> float32 ``[H, W, C]``."""
+    try:
+        import OpenEXR
+    except ImportError as exc:
+        raise ValueError(f"cannot decode {what} {path}: .exr files need the OpenEXR package "
+                         "(pip install \"pager[exr]\" or pip install openexr)") from exc
+    try:
+        with OpenEXR.File(str(path)) as exr:
+            channels = exr.channels()
+            for key in ("RGBA", "RGB", "Y"):
+                if key in channels:
+                    array = np.asarray(channels[key].pixels)
+                    break
+            else:
+                raise ValueError(f"no RGB, RGBA or Y channels (found {', '.join(sorted(channels))})")
+    except ValueError as exc:
+        raise ValueError(f"cannot decode {what} {path}: {exc}") from exc
+    except Exception as exc:  # OpenEXR raises plain Exceptions for corrupt files
+        raise ValueError(f"cannot decode {what} {path}: {type(exc).__name__}: {exc}") from exc
+    return array.astype(np.float32)
+
+
 def read_image(source: Union[PathLike, bytes], what: str = "image") -> np.ndarray:
     """Decode an image file (or encoded bytes) into an ``[H, W, C]`` array, C in {1, 3, 4}.
 
-    8-bit images come back as ``uint8``, 16-bit ones as ``uint16`` (PNG ``I;16``), float formats as
-    ``float32``. Raises ``FileNotFoundError`` for a missing path and ``ValueError`` naming the file for
-    anything that cannot be decoded.
+    8-bit images come back as ``uint8``, 16-bit ones as ``uint16`` (PNG ``I;16``), float formats (TIFF
+    ``F``, OpenEXR) as ``float32`` with their values untouched (see :func:`image_to_float`). Raises
+    ``FileNotFoundError`` for a missing path and ``ValueError`` naming the file for anything that cannot be
+    decoded, including images beyond PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``
+    pixels; between one and two times it a warning naming the file is logged).
     """
     import io
+    import warnings
 
     from PIL import Image, UnidentifiedImageError
 
@@ -231,9 +266,21 @@ def read_image(source: Union[PathLike, bytes], what: str = "image") -> np.ndarra
     if not isinstance(source, (bytes, bytearray)):
         if not Path(source).is_file():
             raise FileNotFoundError(f"{what} not found: {name}")
+        with open(source, "rb") as fh:
+            if fh.read(4) == EXR_MAGIC:
+                array = _read_exr(Path(source), what)
+                return np.ascontiguousarray(array if array.ndim == 3 else array[:, :, None])
+    elif bytes(source[:4]) == EXR_MAGIC:
+        raise ValueError(f"cannot decode {what} {name}: OpenEXR data is read from files only")
     try:
         handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
-        with Image.open(handle) as img:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img_ctx = Image.open(handle)
+        for w in caught:
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                logger.warning("%s %s: %s; decoding it anyway", what, name, " ".join(str(w.message).split()))
+        with img_ctx as img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L"):
                 array = np.asarray(img, dtype=np.uint16)
@@ -253,34 +300,59 @@ def read_image(source: Union[PathLike, bytes], what: str = "image") -> np.ndarra
                 array = np.asarray(img.convert("L"))
             else:  # P, CMYK, YCbCr, ...
                 array = np.asarray(img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"refusing to decode {what} {name}: {' '.join(str(exc).split())} (PIL's limit "
+                         "PIL.Image.MAX_IMAGE_PIXELS; raise it only for files you trust)") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot decode {what} {name}: {exc}") from exc
     if array.ndim == 2:
         array = array[:, :, None]
     return np.ascontiguousarray(array)
 
 
-def image_to_float(array: np.ndarray) -> np.ndarray:
-    """Map an ``[H, W, C]`` image of any integer depth to float32 in [0, 1] with 3 channels.
+def image_to_float(array: np.ndarray, name: str = "image", normalize: bool = False) -> np.ndarray:
+    """Map an ``[H, W, C]`` image to float32 RGB in [0, 1] ``[H, W, 3]``; ``name`` is used in errors.
 
-    Grayscale is repeated to RGB and alpha is dropped; float input is clipped to [0, 1].
+    ``uint8`` / ``uint16`` are divided by 255 / 65535, other integers by 255 (values up to 255) or 65535
+    (up to 65535); grayscale is repeated to RGB and alpha is dropped. Float images must be finite and lie
+    in [0, 1] (up to 1e-3 of rounding, then clipped). Nothing is altered silently: NaN/inf pixels always
+    raise ``ValueError`` naming the image; values outside the range raise too unless ``normalize=True``,
+    which maps ``[min(0, lowest), highest]`` linearly to [0, 1] and logs a warning naming the image.
     """
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"expected an image array [H, W, C] with C in 1..4, got shape {array.shape}")
+        raise ValueError(f"{name}: expected an image array [H, W, C] with C in 1..4, got shape {array.shape}")
     if array.dtype == np.uint8:
         out = array.astype(np.float32) / 255.0
     elif array.dtype == np.uint16:
         out = array.astype(np.float32) / 65535.0
-    elif np.issubdtype(array.dtype, np.floating):
-        out = np.clip(array.astype(np.float32), 0.0, 1.0)
-    elif np.issubdtype(array.dtype, np.integer):
-        out = np.clip(array.astype(np.float32) / max(float(array.max()), 1.0), 0.0, 1.0)
     elif array.dtype == np.bool_:
         out = array.astype(np.float32)
+    elif np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer):
+        values = array.astype(np.float64)
+        if np.issubdtype(array.dtype, np.floating):
+            bad = int(np.count_nonzero(~np.isfinite(values)))
+            if bad:
+                raise ValueError(f"{name}: {bad} NaN/inf pixel value(s); an image must be finite")
+            lo, hi, top, scale = (float(values.min()), float(values.max()), 1.0, 1.0) if values.size else (0.0, 0.0, 1.0, 1.0)
+        else:
+            lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+            top = scale = 255.0 if hi <= 255 else 65535.0
+        if lo < -1e-3 * top or hi > top * (1 + 1e-3):
+            if not normalize:
+                raise ValueError(
+                    f"{name}: pixel values span [{lo:.6g}, {hi:.6g}], outside [0, {top:g}] for {array.dtype}; scale the "
+                    "image to that range first (e.g. tone-map an HDR image), or normalise it explicitly "
+                    "(normalize_input=True / --normalize_input maps [min(0, lowest), highest] to [0, 1])")
+            low = min(lo, 0.0)
+            logger.warning("%s: pixel values span [%.6g, %.6g]; normalised linearly from [%.6g, %.6g] to [0, 1] "
+                           "(normalize_input)", name, lo, hi, low, hi)
+            out = ((values - low) / max(hi - low, 1e-12)).astype(np.float32)
+        else:
+            out = np.clip(values / scale, 0.0, 1.0).astype(np.float32)
     else:
-        raise ValueError(f"unsupported image dtype {array.dtype}")
+        raise ValueError(f"{name}: unsupported image dtype {array.dtype}")
     channels = out.shape[2]
     if channels in (1, 2):
         out = np.repeat(out[:, :, :1], 3, axis=2)

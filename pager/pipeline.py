@@ -115,8 +115,13 @@ def _pil_to_array(img: Any) -> np.ndarray:
     return np.asarray(img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB"))
 
 
-def load_rgb(item: Any, name: str) -> np.ndarray:
-    """Decode one input to float32 RGB ``[H, W, 3]`` in [0, 1]; errors name the input."""
+def load_rgb(item: Any, name: str, normalize: bool = False) -> np.ndarray:
+    """Decode one input to float32 RGB ``[H, W, 3]`` in [0, 1]; errors name the input.
+
+    Nothing is altered silently (see :func:`pager.io_utils.image_to_float`): NaN/inf pixels raise
+    ``ValueError``; float values outside [0, 1] (a float TIFF, an HDR/EXR panorama) raise too unless
+    ``normalize=True``, which maps them linearly to [0, 1] with a warning.
+    """
     from pager.io_utils import image_to_float, read_image
 
     if isinstance(item, (str, os.PathLike)):
@@ -131,27 +136,20 @@ def load_rgb(item: Any, name: str) -> np.ndarray:
             arr = t.permute(1, 2, 0).numpy()
         elif t.is_floating_point():
             arr = t.float().permute(1, 2, 0).numpy()
-            if arr.size and (arr.min() < -1e-3 or arr.max() > 1 + 1e-3):
-                raise ValueError(f"{name}: float tensor images must lie in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
         else:
             raise ValueError(f"{name}: unsupported tensor dtype {t.dtype} (use float in [0, 1] or uint8)")
     elif isinstance(item, np.ndarray):
         arr = item
         if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) and arr.shape[2] not in (1, 2, 3, 4):
             raise ValueError(f"{name}: numpy images must be channels-last [H, W, C], got {arr.shape}")
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and (np.nanmin(arr) < -1e-3 or np.nanmax(arr) > 1 + 1e-3):
-            raise ValueError(f"{name}: float arrays must lie in [0, 1], got [{np.nanmin(arr):.3g}, {np.nanmax(arr):.3g}]")
     elif hasattr(item, "mode") and hasattr(item, "getbands"):  # PIL image
         arr = _pil_to_array(item)
     else:
         raise ValueError(f"{name}: unsupported image type {type(item).__name__} (path, PIL image, numpy array or tensor)")
-    try:
-        rgb = image_to_float(np.asarray(arr))
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from exc
+    rgb = image_to_float(np.asarray(arr), name=name, normalize=normalize)
     if rgb.shape[0] < 2 or rgb.shape[1] < 2:
         raise ValueError(f"{name}: image of size {rgb.shape[1]}x{rgb.shape[0]} is too small")
-    return np.nan_to_num(rgb, nan=0.0)
+    return rgb
 
 
 # ------------------------------------------------------------------------------------------------
@@ -210,6 +208,7 @@ class PagerPipeline:
         batch_size: int = 1,
         output_height: Optional[int] = None,
         show_progress: bool = True,
+        normalize_input: bool = False,
     ) -> PagerOutput:
         """Run the model on panoramas; see the module docstring for accepted inputs.
 
@@ -220,6 +219,8 @@ class PagerPipeline:
             batch_size: panoramas per forward pass (each is 6 faces).
             output_height: output ERP height (width = 2x); default: each input's own resolution.
             show_progress: tqdm progress bar over the batches.
+            normalize_input: map float images whose values leave [0, 1] (float TIFF, HDR/EXR) linearly to
+                [0, 1] with a warning, instead of refusing them (NaN/inf pixels are always refused).
         """
         from tqdm.auto import tqdm
 
@@ -245,7 +246,7 @@ class PagerPipeline:
             decoded = {}
             for i in chunk:
                 item, name = entries[i]
-                rgb = load_rgb(item, name)
+                rgb = load_rgb(item, name, normalize=normalize_input)
                 h, w = rgb.shape[:2]
                 if w != 2 * h:
                     warnings.warn(f"{name}: {w}x{h} is not a 2:1 equirectangular panorama; it is read as a full sphere (stretched)", UserWarning, stacklevel=2)

@@ -148,6 +148,37 @@ def test_every_command_refuses_to_overwrite_before_any_work(world, tmp_path, mon
     assert not existing.exists() or existing.read_bytes() != SENTINEL
 
 
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _error_lines(err):
+    """stderr without progress bars."""
+    return [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "%|" not in ln]
+
+
+@pytest.mark.parametrize("command", list(CASES))
+def test_full_disk_is_one_line_naming_the_file(world, tmp_path, monkeypatch, capsys, command):
+    """The disk fills up while results are written: one line naming the file, nothing half-written left."""
+    entry, argv, target, work = CASES[command]
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        if command == "pager synth":  # writes inside a temporary folder, not through atomic_write
+            m.setattr("pager.data.synthetic.writer.encode_png", _enospc)
+        else:
+            m.setattr(os, "fsync", _enospc)
+        assert entry(argv(world, out)) == 2
+        err = capsys.readouterr().err
+        lines = _error_lines(err)
+        assert "Traceback" not in err and len(lines) == 1, err
+        assert "No space left on device" in lines[0] and str(out) in lines[0], lines[0]
+        leftovers = [p for p in out.rglob("*") if p.is_file() or p.name.endswith(".tmp")] if out.exists() else []
+        assert not leftovers
+        if command == "pager predict":  # -v adds the traceback
+            assert _pager(["-v"] + argv(world, out)) == 2
+            assert "Traceback" in capsys.readouterr().err
+
+
 def test_point_cloud_never_written_under_another_file_type(world, tmp_path, capsys):
     for argv in (["pointcloud", str(world["imgs"] / "one.png"), "--out", str(tmp_path / "notes.txt")],
                  ["pointcloud", str(world["imgs"] / "one.png"), "--out", str(tmp_path / "notes.txt"), "--format", "ply"],

@@ -83,10 +83,10 @@ def load_panorama(
         raise ValueError(f"{name} is too small ({w}x{h}); use a panorama at least {2 * MIN_HEIGHT}x{MIN_HEIGHT}.")
     try:
         arr = read_image(p, what="panorama")
-        rgb = image_to_float(arr)
     except (ValueError, OSError) as exc:
         logger.info("cannot decode %s: %s", p, exc)
         raise ValueError(f"{name} is not a readable image file: it is damaged or truncated.") from None
+    rgb = image_to_float(arr, name=name)  # NaN/inf or float values outside [0, 1]: refused, named
     return np.rint(rgb * 255.0).astype(np.uint8)
 
 

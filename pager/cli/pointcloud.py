@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--keep_flying_pixels", action="store_true", help="do not remove depth-edge pixels")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
     parser.add_argument("--overwrite", action="store_true", help="replace existing point-cloud files")
+    parser.add_argument("--normalize_input", action="store_true",
+                        help="map float images with values outside [0, 1] (float TIFF, HDR/EXR) linearly to [0, 1] "
+                             "(with a warning); without it they are refused")
     # saved predictions
     parser.add_argument("--depth_path", default=None, help="results folder holding <dataset>/eval/<id>.npz depth predictions")
     parser.add_argument("--normals_path", "--normal_path", dest="normals_path", default=None,
@@ -170,7 +173,7 @@ def _side_rgb(eval_dir: Path, sample_id: str, data: Dict[str, np.ndarray]) -> Op
     for suffix in RGB_SIDE_SUFFIXES:
         p = eval_dir / f"{sample_id}{suffix}"
         if p.is_file():
-            return np.rint(image_to_float(read_image(p, what="RGB image")) * 255).astype(np.uint8)
+            return np.rint(image_to_float(read_image(p, what="RGB image"), name=str(p)) * 255).astype(np.uint8)
     return None
 
 
@@ -344,8 +347,9 @@ def run_image(args: argparse.Namespace) -> int:
     from pager.io_utils import check_outputs
 
     check_outputs([out], overwrite=args.overwrite, what="point cloud")
+    from pager.pipeline import PagerPipeline, load_rgb  # lazy: the model stack is heavy
 
-    from pager.pipeline import PagerPipeline  # lazy: the model stack is heavy
+    load_rgb(image, str(image), normalize=args.normalize_input)  # the input decodes before the model loads
 
     source: Any = args.checkpoint_path or "default"
     if args.normals_checkpoint_path:
@@ -356,7 +360,8 @@ def run_image(args: argparse.Namespace) -> int:
     if mod == "normals" and "normals" not in pipe.modalities:
         raise ValueError("--color_modality normals needs a normals model: pass --normals_checkpoint_path")
     mods = ("depth", "normals") if "normals" in pipe.modalities else ("depth",)
-    result = pipe(str(image), modalities=mods, face_size=args.face_size, output_height=args.output_height)
+    result = pipe(str(image), modalities=mods, face_size=args.face_size, output_height=args.output_height,
+                  normalize_input=args.normalize_input)
     depth = result.depth[0]
     mask = result.depth_mask[0] if result.depth_mask is not None else None
     normals = result.normals[0] if result.normals is not None else None

@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
     parser.add_argument("--depth_scale", type=float, default=1000.0, help="16-bit PNG steps per metre (default 1000: mm)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--normalize_input", action="store_true",
+                        help="map float images with values outside [0, 1] (float TIFF, HDR/EXR) linearly to [0, 1] "
+                             "(a warning names each); without it they are refused")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
@@ -151,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--modalities {missing}: the checkpoint(s) predict only {list(available)}")
     stems = output_stems(images)
     check_outputs([f for s in stems for f in planned_files(s, out_dir, wanted)], overwrite=args.overwrite)
+    from pager.pipeline import load_rgb
+
+    for path in images:  # every input decodes (finite, in range, not a decompression bomb) before the model loads
+        load_rgb(path, str(path), normalize=args.normalize_input)
     pipe = PagerPipeline.from_pretrained(source, variant=args.variant, torch_dtype=args.dtype, device=args.device,
                                          allow_pickle=args.allow_pickle, enable_xformers=args.enable_xformers)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     for start in range(0, len(images), args.batch_size):
         chunk = images[start:start + args.batch_size]
         out = pipe([str(p) for p in chunk], modalities=wanted, face_size=args.face_size, batch_size=len(chunk),
-                   output_height=args.output_height, show_progress=False)
+                   output_height=args.output_height, show_progress=False, normalize_input=args.normalize_input)
         for k, path in enumerate(chunk):
             result = {key: (getattr(out, key)[k] if getattr(out, key) is not None else None)
                       for key in ("depth", "depth_mask", "normals", "normals_mask", "rgb")}

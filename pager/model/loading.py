@@ -221,6 +221,19 @@ def resolve_folder(
     return Path(folder)
 
 
+def check_safetensors(path: Path, what: str = "weights") -> None:
+    """Read the header of a ``.safetensors`` file (not its tensors): a truncated or corrupt file raises
+    ``ValueError`` naming it, before any model is built."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as exc:  # safetensors' SafetensorError (a Rust exception type), OSError
+        raise ValueError(f"{what}: {path} is not a readable safetensors file (truncated or corrupt?): "
+                         f"{' '.join(str(exc).split())}") from exc
+
+
 def _check_weights(folder: Path, what: str, allow_pickle: bool) -> bool:
     """Check that ``folder`` holds safetensors weights; return whether pickle weights must be used."""
     if not folder.is_dir():
@@ -228,6 +241,8 @@ def _check_weights(folder: Path, what: str, allow_pickle: bool) -> bool:
     safes = list(folder.glob("*.safetensors"))
     pickles = [p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
     if safes:
+        for path in safes:
+            check_safetensors(path, what)
         return False
     if pickles:
         if not allow_pickle:

@@ -284,6 +284,9 @@ class Trainer:
         if state.num_processes > 1:
             broadcast_object_list(holder)
         run_dir = Path(holder[0])
+        from pager.io_utils import check_writable_folder
+
+        check_writable_folder(run_dir, "run folder")  # before any data set or model is loaded
         if not resume and run_dir.is_dir() and any(run_dir.iterdir()):
             raise FileExistsError(
                 f"run folder {run_dir} already exists and is not empty; choose another --run_name / --save_path, "
