@@ -164,6 +164,14 @@ def test_bad_images_stop_predict_before_the_model_loads(tiny, tmp_path, monkeypa
                      "--checkpoint_path", str(tiny["ckpt"]), "--no_progress"])
         err = _one_line(capsys.readouterr().err)
         assert rc == 2 and name in err
+    import PIL.Image
+
+    with monkeypatch.context() as m:  # a decompression bomb (PIL's own check, with a small limit)
+        m.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)
+        rc = _pager(["predict", str(tiny["img"]), "--out", str(tmp_path / "out"), "--checkpoint_path",
+                     str(tiny["ckpt"]), "--no_progress"])
+        err = _one_line(capsys.readouterr().err)
+        assert rc == 2 and str(tiny["img"]) in err and "decompression" in err
     assert not (tmp_path / "out").exists()
     monkeypatch.undo()
     assert _pager(["predict", str(tmp_path / "hdr.tif"), "--out", str(tmp_path / "out"), "--normalize_input",

@@ -182,3 +182,15 @@ def test_same_step_saved_twice_gets_its_own_folder(tmp_path):
     ckpt.publish_checkpoint(_complete(tmp_path, "b"), tmp_path, "checkpoint-last", 5)
     assert _content(tmp_path / "checkpoint-last") == "b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-last", "checkpoint-last.step-000005-1"]
+
+
+def test_unwritable_run_folder_is_refused_before_any_work(tmp_path, capsys):
+    from pager.cli.train import main as train_main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    # the data path does not exist either: the run folder is checked first, before any data set or model
+    assert train_main(["--save_path", str(blocker / "runs"), "--run_name", "r", "--data_path", str(tmp_path / "none"),
+                       "--dataset", "Synthetic", "--report_to", "none"]) == 2
+    err = capsys.readouterr().err
+    assert str(blocker) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
