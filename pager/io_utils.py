@@ -11,7 +11,6 @@ system, folders writable, and existing files refused unless ``--overwrite``.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import tempfile
