@@ -110,38 +110,110 @@ def test_invalid_masked_far_and_nonfinite_pixels_are_dropped():
     np.testing.assert_allclose(np.linalg.norm(pc.points, axis=1), 2.0, rtol=1e-6)
 
 
-def test_flying_pixels_at_depth_step_removed_plane_interiors_kept():
+def _smeared_step(h, near, far, c0, c1, ramp, kind="box"):
+    """Object at ``near`` m in columns [c0, c1) in front of a background cylinder at ``far`` m (constant range
+    along every ray), its two edges smeared over ``ramp`` pixels (linear in log depth), [h, 2h] float64.
+    Also returns each pixel's true depth (the sharp step, the edge at the middle of the ramp)."""
+    w = 2 * h
+    cols = np.arange(w) + 0.5
+    # signed distance (pixels) to the nearer object edge, positive inside the object
+    inside = np.minimum(cols - c0, c1 - cols)
+    t = np.clip(inside / ramp + 0.5, 0.0, 1.0) if ramp > 0 else (inside > 0).astype(float)
+    row = np.exp(np.log(far) + t * (np.log(near) - np.log(far)))
+    truth = np.where(inside > 0, near, far)
+    return np.tile(row, (h, 1)), np.tile(truth, (h, 1))
+
+
+@pytest.mark.parametrize("h", [128, 256, 512])
+@pytest.mark.parametrize("ramp_at_512", [1, 4, 6])
+@pytest.mark.parametrize("near,far", [(2.0, 4.0), (1.5, 9.0), (3.0, 3.9)])
+def test_smeared_ramp_is_flagged_where_it_is_off_both_surfaces(h, ramp_at_512, near, far):
+    """The docstring's claim: every ramp pixel farther than the tolerance (in inverse depth) from both
+    surfaces is flagged, pixels within it of a surface are kept, at any resolution (ramp and window scale
+    together, ramp <= window); the flat parts keep all their pixels."""
+    ramp = ramp_at_512 * 2 * h / 512
+    depth, truth = _smeared_step(h, near, far, 0.3 * 2 * h, 0.6 * 2 * h, ramp)
+    fly = flying_pixel_mask(torch.from_numpy(depth)).numpy()
+    q = 1.0 / depth
+    off_both = (np.abs(q - 1 / near) > 0.1 * q) & (np.abs(q - 1 / far) > 0.1 * q)
+    close = (np.abs(q - 1 / near) < 0.09 * q) | (np.abs(q - 1 / far) < 0.09 * q)
+    if off_both.any():
+        assert fly[off_both].all()
+    assert not fly[close].any()
+    # in terms of the points: what survives is within ~10 % of the true depth of one side
+    kept = ~fly
+    rel = np.minimum(np.abs(depth - near) / near, np.abs(depth - far) / far)
+    assert rel[kept].max() < 0.12
+
+
+def test_sharp_step_keeps_both_sides_and_drops_the_mixed_pixel():
     h, w = 128, 256
     depth = np.full((h, w), 4.0, np.float32)
     depth[:, 80:160] = 2.0  # a nearer object
-    depth[:, 79] = 3.0  # a smeared (flying) pixel column between background and object
+    depth[:, 79] = 3.0  # a mixed (flying) pixel column between background and object
     fly = flying_pixel_mask(torch.from_numpy(depth))
-    edge = [78, 79, 80, 159, 160]
-    assert all(fly[:, c].all() for c in edge)
-    interior = np.ones(w, bool)
-    interior[edge] = False
-    assert not fly[:, torch.from_numpy(interior)].any()
+    assert fly[:, 79].all()
+    assert not fly[:, [c for c in range(w) if c != 79]].any()  # both sides of the steps lie on their surfaces
     pc = erp_point_cloud(depth, np.zeros((h, w, 3), np.uint8))
     r = np.linalg.norm(pc.points, axis=1)
-    assert len(pc) == h * (w - 5)
+    assert len(pc) == h * (w - 1)
     assert not np.any(np.isclose(r, 3.0))  # the flying pixels are gone
     assert len(erp_point_cloud(depth, np.zeros((h, w, 3), np.uint8), remove_flying_pixels=False)) == h * w
-    # planes seen at moderate incidence (the box room's walls, floor, ceiling, corners) keep all their
-    # pixels, at any resolution
-    for size in (32, 128):
-        box, _ = _box_depth(size, 2 * size)
-        assert not flying_pixel_mask(torch.from_numpy(box).float()).any()
-    # the same step is found at a low resolution too (the threshold is per radian, not per pixel)
-    small = np.full((32, 64), 4.0, np.float32)
-    small[:, 20:40] = 2.0
-    assert flying_pixel_mask(torch.from_numpy(small))[:, [19, 20, 39, 40]].all()
 
 
-def test_flying_pixels_wrap_around_the_seam():
-    depth = np.full((16, 32), 5.0, np.float32)
-    depth[:, 0] = 1.0  # object at the left border: its neighbour across the seam is column 15
+@pytest.mark.parametrize("size", [16, 32, 128, 512])
+def test_planes_and_corners_keep_every_pixel_at_any_resolution(size):
+    """The box room: walls, floor and ceiling at every incidence up to grazing, concave corners and the
+    poles (the columns continue over them) keep all their pixels."""
+    box, _ = _box_depth(size, 2 * size)
+    assert not flying_pixel_mask(torch.from_numpy(box)).any()
+    assert not flying_pixel_mask(torch.from_numpy(box).float()).any()
+
+
+def test_convex_box_in_a_room_keeps_its_faces():
+    """A box standing in the room, seen by rays: its faces (planes, convex edges) are kept, its silhouette
+    steps against the walls keep both sides."""
+    h, w = 128, 256
+    room, r = _box_depth(h, w)
+    lo, hi = np.array([0.8, -1.5, -0.6]), np.array([1.4, 0.2, 0.5])  # a box ahead of the camera
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1, t2 = (lo / r), (hi / r)
+    tmin = np.nanmax(np.minimum(t1, t2), -1)
+    tmax = np.nanmin(np.maximum(t1, t2), -1)
+    hit = (tmax >= tmin) & (tmin > 0)
+    depth = np.where(hit, tmin, room)
+    assert hit.sum() > 500
+    fly = flying_pixel_mask(torch.from_numpy(depth)).numpy()
+    assert fly.sum() == 0
+
+
+def test_flying_pixels_wrap_around_the_seam_and_masked_neighbours_cannot_vouch():
+    h, w = 64, 128
+    depth = np.full((h, w), 5.0, np.float32)
+    depth[:, :8] = 2.0  # object at the left border; a mixed pixel at the right border
+    depth[:, w - 1] = 3.2
     fly = flying_pixel_mask(torch.from_numpy(depth))
-    assert fly[:, 31].all() and fly[:, 1].all() and not fly[:, 2:31].any()
+    assert fly[:, w - 1].all() and not fly[:, : w - 1].any()
+    # a masked (NaN) region is not flagged and does not make its border flying...
+    masked = depth.copy()
+    masked[:, 40:60] = np.nan
+    fly = flying_pixel_mask(torch.from_numpy(masked))
+    assert not fly[:, 30:70].any()
+    # ...but a mixed pixel between an object and a masked region has no side to vouch for it
+    masked[:, 38] = 2.0
+    masked[:, 39] = 3.2
+    masked[:, 30:38] = 2.0
+    fly = flying_pixel_mask(torch.from_numpy(masked))
+    assert fly[:, 39].all() and not fly[:, 30:39].any()
+
+
+def test_flying_pixel_mask_rejects_bad_arguments():
+    d = torch.ones(8, 16)
+    for kwargs in ({"threshold": 0}, {"tolerance": -1}, {"window_deg": 0}):
+        with pytest.raises(ValueError):
+            flying_pixel_mask(d, **kwargs)
+    with pytest.raises(ValueError, match=r"\[H, W\]"):
+        flying_pixel_mask(torch.ones(1, 8, 16))
 
 
 def test_sphere_uniform_subsampling_matches_solid_angle():

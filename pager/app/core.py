@@ -174,9 +174,12 @@ class DemoPredictor:
         color_by: str = "rgb",
         max_points: int = 200_000,
         progress: Optional[ProgressFn] = None,
+        keep_invalid: bool = False,
     ) -> DemoResult:
         """Validate ``image_path``, predict the chosen ``modalities`` and write the outputs.
 
+        Pixels the prediction marks invalid (sky, depth saturated at the range ends, degenerate normals) are
+        grey in the depth and normals images and left out of the point cloud unless ``keep_invalid``.
         Raises ``ValueError`` with a user-facing message for bad input or choices.
         """
         from pager.export import (
@@ -232,7 +235,7 @@ class DemoPredictor:
         result = DemoResult(metadata=meta)
         arrays: Dict[str, np.ndarray] = {}
         unit = meta.get("depth_unit", "m")
-        depth = mask = normals = None
+        depth = mask = normals = nmask = None
         if "depth" in mods:
             step(0.75, "Colouring the depth map")
             depth = np.asarray(out.depth[0], dtype=np.float32)
@@ -258,10 +261,11 @@ class DemoPredictor:
         n_points = 0
         if point_cloud and depth is not None:
             step(0.85, "Building the point cloud")
+            valid = mask if nmask is None else (mask & nmask)
             cloud = erp_point_cloud(
                 depth,
                 rgb if color_by == "rgb" else None,
-                mask=mask,
+                mask=None if keep_invalid else valid,
                 normals=np.moveaxis(normals, -1, 0) if normals is not None else None,
                 max_points=int(max_points),
             )
@@ -277,6 +281,11 @@ class DemoPredictor:
         if depth is not None:
             parts.append(f"depth in {'metres' if unit == 'm' else 'relative units (up to scale)'}; "
                          f"16-bit PNG stores depth x {meta['depth_png16_scale']:g}")
+            invalid = 1.0 - float(mask.mean())
+            if invalid > 0:
+                parts.append(f"{100 * invalid:.1f} % of the pixels are invalid (sky or out of range; grey)"
+                             + ("" if not point_cloud else "; kept in the point cloud" if keep_invalid
+                                else "; left out of the point cloud"))
         if n_points:
             parts.append(f"point cloud: {n_points:,} points")
         result.message = "; ".join(parts) + "."

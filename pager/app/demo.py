@@ -46,13 +46,13 @@ def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = No
             return None, f"⚠️ {exc}"
 
     def predict(path: Optional[str], modalities: List[str], point_cloud: bool, color_by: str, max_points: float,
-                progress: gr.Progress = gr.Progress(track_tqdm=True)):
+                keep_invalid: bool, progress: gr.Progress = gr.Progress(track_tqdm=True)):
         def report(frac: float, text: str) -> None:
             progress(frac, desc=text)
 
         try:
             res = predictor.run(path, modalities, point_cloud=point_cloud, color_by=color_by,
-                                max_points=int(max_points), progress=report)
+                                max_points=int(max_points), progress=report, keep_invalid=bool(keep_invalid))
         except ValueError as exc:
             raise gr.Error(str(exc), duration=None, print_exception=False) from None
         except Exception as exc:  # never crash the page: show what went wrong
@@ -80,6 +80,8 @@ def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = No
                     cloud = gr.Checkbox(value="depth" in available, label="3D point cloud", elem_id="pager-cloud")
                     color_by = gr.Radio(["rgb", "normals"], value="rgb", label="Colour points by")
                 max_points = gr.Slider(1000, 1_000_000, value=200_000, step=1000, label="Maximum points")
+                keep_invalid = gr.Checkbox(value=False, label="Keep invalid pixels (sky, out of range; grey in the "
+                                           "depth view) in the point cloud", elem_id="pager-keep-invalid")
                 run = gr.Button("Predict", variant="primary", elem_id="pager-run")
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload], label="Examples")
@@ -95,7 +97,7 @@ def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = No
         upload.change(preview, inputs=[upload], outputs=[shown, error])
         run.click(
             predict,
-            inputs=[upload, mods, cloud, color_by, max_points],
+            inputs=[upload, mods, cloud, color_by, max_points, keep_invalid],
             outputs=[depth_img, normals_img, model3d, downloads, status, error],
             concurrency_limit=1,
         )

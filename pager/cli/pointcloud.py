@@ -11,6 +11,11 @@ Two modes:
   the npz or a ``<id>.png``/``<id>.jpg`` beside it. Missing predictions are reported by name and make
   the exit code 1 (the others are still written).
 
+Pixels that the prediction marks invalid (its ``mask``: sky and depths saturated at the checkpoint's range
+ends, degenerate normals; in saved predictions the ``mask`` array of our ``inference.py``) are left out unless
+``--keep_invalid``; flying pixels (points smeared between a near and a far surface at depth edges, see
+:func:`pager.export.pointcloud.flying_pixel_mask`) unless ``--keep_flying_pixels``.
+
 The prediction folder may be given as the results folder (``<path>/<dataset>/eval/`` is used), the
 dataset folder (``<path>/eval/``) or the ``eval`` folder itself.
 """
@@ -45,9 +50,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--max_depth", type=float, default=None,
                         help="drop points farther than this many metres (e.g. sky)")
     parser.add_argument("--edge_threshold", type=float, default=None,
-                        help="flying-pixel threshold: relative depth change per radian between neighbours "
-                             "(default 10, about 84 deg incidence)")
-    parser.add_argument("--keep_flying_pixels", action="store_true", help="do not remove depth-edge pixels")
+                        help="flying pixels: only where the depth is steep, relative depth change per radian to a "
+                             "neighbour above this (default 1.7, about 60 deg incidence)")
+    parser.add_argument("--edge_tolerance", type=float, default=None,
+                        help="flying pixels: relative inverse-depth disagreement with the surfaces on both sides "
+                             "(default 0.1)")
+    parser.add_argument("--edge_window", type=float, default=None,
+                        help="flying pixels: how far (degrees) to look for the surfaces on each side; edges smeared "
+                             "over about this much are caught (default 4.2, i.e. 6 px at 512 px width)")
+    parser.add_argument("--keep_flying_pixels", action="store_true", help="do not remove flying (depth-edge) pixels")
+    parser.add_argument("--keep_invalid", action="store_true",
+                        help="keep pixels the prediction marks invalid (sky, saturated at the depth range ends, "
+                             "degenerate normals); by default they are left out")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
     parser.add_argument("--overwrite", action="store_true", help="replace existing point-cloud files")
     parser.add_argument("--normalize_input", action="store_true",
@@ -86,17 +100,30 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _cloud_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
-    from pager.export.pointcloud import DEFAULT_EDGE_THRESHOLD
+    from pager.export.pointcloud import DEFAULT_EDGE_THRESHOLD, DEFAULT_EDGE_TOLERANCE, DEFAULT_EDGE_WINDOW_DEG
 
     if args.max_points is not None and args.max_points <= 0:
         raise ValueError(f"--max_points must be positive, got {args.max_points}")
+    for name in ("edge_threshold", "edge_tolerance", "edge_window"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name} must be positive, got {value}")
+    pick = lambda value, default: default if value is None else value  # noqa: E731
     return dict(
         max_points=args.max_points,
         remove_flying_pixels=not args.keep_flying_pixels,
-        edge_threshold=args.edge_threshold if args.edge_threshold is not None else DEFAULT_EDGE_THRESHOLD,
+        edge_threshold=pick(args.edge_threshold, DEFAULT_EDGE_THRESHOLD),
+        edge_tolerance=pick(args.edge_tolerance, DEFAULT_EDGE_TOLERANCE),
+        edge_window_deg=pick(args.edge_window, DEFAULT_EDGE_WINDOW_DEG),
         max_depth=args.max_depth,
         seed=args.seed,
     )
+
+
+def _and_masks(*masks: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """AND of the given masks (None entries skipped); None when none is given."""
+    given = [m for m in masks if m is not None]
+    return np.logical_and.reduce(given) if given else None
 
 
 def _modality(args: argparse.Namespace) -> str:
@@ -134,6 +161,16 @@ def _depth_2d(a: np.ndarray, path: Path) -> np.ndarray:
     if a.ndim != 2:
         raise ValueError(f"{path}: depth 'arr_0' must be [H, W] (or [1, H, W]), got shape {a.shape}")
     return a
+
+
+def _saved_mask(data: Dict[str, np.ndarray], hw: Tuple[int, int], path: Path) -> Optional[np.ndarray]:
+    """The prediction's validity mask saved beside ``arr_0`` (``mask``, True = valid), or None."""
+    if "mask" not in data:
+        return None
+    m = np.asarray(data["mask"])
+    if m.size != hw[0] * hw[1]:
+        raise ValueError(f"{path}: 'mask' must have {hw[0]}x{hw[1]} pixels like the depth, got shape {m.shape}")
+    return m.astype(bool).reshape(hw)
 
 
 def _normals_hw3(a: np.ndarray, hw: Tuple[int, int], path: Path) -> np.ndarray:
@@ -258,6 +295,7 @@ def run_predictions(args: argparse.Namespace) -> int:
 
     missing: List[str] = []
     written = 0
+    warned_no_mask = False
     for index, sample_id in enumerate(tqdm(ids, desc="point clouds", unit="pano")):
         depth_file = depth_dir / f"{sample_id}.npz"
         if not depth_file.is_file():
@@ -266,13 +304,11 @@ def run_predictions(args: argparse.Namespace) -> int:
         try:
             depth_raw, depth_data = _load_array(depth_file, "depth")
             depth = _depth_2d(depth_raw, depth_file)
-        except ValueError as exc:  # unreadable (corrupt npz, pickled object) or not [H, W]
+            valid = _saved_mask(depth_data, depth.shape, depth_file)
+        except ValueError as exc:  # unreadable (corrupt npz, pickled object), not [H, W], or a mis-shaped mask
             missing.append(str(exc))
             continue
         hw = depth.shape
-        mask = None
-        if "mask" in depth_data:
-            mask = np.asarray(depth_data["mask"]).astype(bool).reshape(hw)
         normals = None
         if normals_dir is not None:
             nfile = normals_dir / f"{sample_id}.npz"
@@ -280,10 +316,17 @@ def run_predictions(args: argparse.Namespace) -> int:
                 missing.append(f"normals prediction {nfile}")
                 continue
             try:
-                normals = _normals_hw3(_load_array(nfile, "normals")[0], hw, nfile)
+                n_arr, n_data = _load_array(nfile, "normals")
+                normals = _normals_hw3(n_arr, hw, nfile)
+                valid = _and_masks(valid, _saved_mask(n_data, hw, nfile))
             except ValueError as exc:
                 missing.append(str(exc))
                 continue
+        if valid is None and not args.keep_invalid and not warned_no_mask:
+            logger.warning("%s has no validity 'mask' (not written by our inference.py): invalid pixels (sky, "
+                           "saturated) cannot be told apart and are kept; --max_depth drops far ones", depth_file)
+            warned_no_mask = True
+        mask = None if args.keep_invalid else valid
 
         colors = None
         if dataset is not None and (mod == "rgb" or args.use_dataset_mask):
@@ -363,12 +406,13 @@ def run_image(args: argparse.Namespace) -> int:
     result = pipe(str(image), modalities=mods, face_size=args.face_size, output_height=args.output_height,
                   normalize_input=args.normalize_input)
     depth = result.depth[0]
-    mask = result.depth_mask[0] if result.depth_mask is not None else None
+    mask = None if args.keep_invalid else result.mask[0]  # AND of the depth and normals masks
     normals = result.normals[0] if result.normals is not None else None
     colors = result.rgb[0] if mod == "rgb" else None
     cloud = erp_point_cloud(depth, colors, mask=mask, normals=normals, **kwargs)
     if len(cloud) == 0:
-        raise ValueError(f"{image}: no valid point left (every pixel was masked, too far or a depth edge)")
+        raise ValueError(f"{image}: no valid point left (every pixel was invalid, too far or a flying pixel; "
+                         "see --keep_invalid, --max_depth, --keep_flying_pixels)")
     save_point_cloud(out, cloud, fmt)
     unit = result.metadata[0].get("depth_unit", "m")
     print(f"wrote {len(cloud)} points to {out} (depth unit: {unit})")

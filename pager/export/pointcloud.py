@@ -25,7 +25,12 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
-DEFAULT_EDGE_THRESHOLD = 10.0  # relative depth change per radian ~ tan(84 deg)
+#: flying pixels: gate on the local slope, relative depth change per radian (tan 60 deg, see flying_pixel_mask)
+DEFAULT_EDGE_THRESHOLD = 1.7
+#: flying pixels: tolerated disagreement (relative, in inverse depth) with both one-sided plane extrapolations
+DEFAULT_EDGE_TOLERANCE = 0.1
+#: flying pixels: extrapolation step in degrees of longitude/latitude (6 px at 512 px width)
+DEFAULT_EDGE_WINDOW_DEG = 360.0 * 6 / 512
 
 
 @dataclass
@@ -77,42 +82,105 @@ def _hw3(x: torch.Tensor, name: str, hw: tuple) -> torch.Tensor:
     raise ValueError(f"{name}: expected [3, H, W] or [H, W, 3] with (H, W) = {hw}, got shape {tuple(x.shape)}")
 
 
-def flying_pixel_mask(depth: torch.Tensor, threshold: float = DEFAULT_EDGE_THRESHOLD) -> torch.Tensor:
-    """Depth-edge ("flying") pixels of an ERP depth map ``[H, W]``: bool ``[H, W]``, True = flying.
+def edge_window_pixels(width: int, window_deg: float = DEFAULT_EDGE_WINDOW_DEG) -> int:
+    """The extrapolation step of :func:`flying_pixel_mask` in pixels for an ERP ``width``: ``max(1, round(width *
+    window_deg / 360))`` (it scales with the resolution: 6 px at 512 px width, 24 px at 2048)."""
+    if window_deg <= 0:
+        raise ValueError(f"edge window must be positive (degrees), got {window_deg}")
+    return max(1, int(round(width * float(window_deg) / 360.0)))
 
-    For each 4-neighbour the relative depth jump ``max(d, d_n) / min(d, d_n) - 1`` is divided by the
-    angle between the two pixel rays (``pi / H`` between rows, ``2 pi / W * cos(phi)`` between columns),
-    which makes it independent of the image resolution: for a plane it is ``~tan(incidence angle)``,
-    for an occlusion boundary it grows with the resolution. A pixel is flagged when this exceeds
-    ``threshold`` for any neighbour; the default 10 flags surfaces seen at more than ~84 deg incidence
-    (a 2 m -> 4 m step is flagged from ``H = 32`` up). Columns wrap around (the ERP is periodic in
-    longitude); rows do not wrap at the poles. Non-finite or non-positive neighbours are ignored, so
-    the border of a masked region (sky) is not flagged by itself. Both sides of a step are flagged, and
-    so is every pixel of a smeared ramp between them.
+
+def _along(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """``x[p + k]`` along ``dim`` of an ERP ``[H, W]`` (NaN where there is no such pixel).
+
+    Columns wrap around (longitude). Rows continue over the poles along the same great circle (the meridian
+    through the pole goes on at longitude + 180 deg, rows counted back), which needs an even ``W``; with an
+    odd ``W`` rows beyond the poles are NaN.
+    """
+    if k == 0:
+        return x
+    if dim == 1:
+        return torch.roll(x, -k, dims=1)
+    h, w = x.shape
+    out = torch.full_like(x, float("nan"))
+    if abs(k) >= 2 * h:
+        return out
+    if w % 2 == 0:
+        across = torch.roll(x, w // 2, dims=1)
+        ext = torch.cat([across.flip(0), x, across.flip(0)], dim=0)  # rows -h..2h-1
+        return ext[h + k: 2 * h + k]
+    if k > 0:
+        out[: h - k] = x[k:]
+    else:
+        out[-k:] = x[: h + k]
+    return out
+
+
+def flying_pixel_mask(
+    depth: torch.Tensor,
+    threshold: float = DEFAULT_EDGE_THRESHOLD,
+    tolerance: float = DEFAULT_EDGE_TOLERANCE,
+    window_deg: float = DEFAULT_EDGE_WINDOW_DEG,
+) -> torch.Tensor:
+    """Flying pixels of an ERP depth map ``[H, W]`` (range, any unit): bool ``[H, W]``, True = flying.
+
+    A flying pixel lies between two surfaces at a depth edge: a network (or a mixed sensor pixel) smears a
+    step from the near to the far surface over several pixels, and the points of that ramp float in the
+    air. A pixel is on a smooth surface when its inverse depth ``q = 1/d`` continues the surface on at least
+    one side of it: for a plane ``q = a . ray`` is linear in the ray, so along a row or column it is
+    predicted from two samples ``s`` and ``2s`` pixels away on one side by ``2 c q(p -+ s) - q(p -+ 2s)``
+    (columns: ``c = cos(s * pi / H)``, exact for any plane, since a column is a great circle; rows: ``c = 1``,
+    exact for floors and ceilings, off by ``~(s * 2 pi / W)^2`` (~0.5 % for the default window) for
+    other planes), whatever the incidence angle. A pixel
+    is flagged when, along the rows or along the columns,
+
+    1. the prediction from each side misses ``q(p)`` by more than ``tolerance * q(p)`` (a side with a
+       missing sample, e.g. masked or sky, cannot vouch for the pixel), and
+    2. the depth there is steep: the larger relative depth change to the two adjacent pixels, per radian
+       (``|log d(p +- 1) - log d(p)| / angle``, ``~tan(incidence)`` on a plane), exceeds ``threshold``.
+
+    ``s = edge_window_pixels(W, window_deg)`` grows with the resolution (a fixed angle, 6 px at 512 px
+    width), so that a step smeared over up to ~``s`` pixels has both extrapolations on the flat parts
+    beside the ramp: every ramp pixel farther than ``tolerance`` from both surfaces is flagged (tested on a
+    smeared ramp), and the pixels near its two ends, which are close to the right surface, are kept. A
+    sharp step keeps both of its sides (each continues its own surface), planes at any incidence keep all
+    their pixels, and so do concave and convex corners. What it cannot see: an edge that the network put
+    at the wrong place but kept sharp, and thin structures narrower than ``~2s`` that are also steep.
+    Columns wrap around; columns continue across the poles (even ``W``). Non-finite or non-positive
+    depths are never flagged (they are not points) and their neighbours cannot vouch for others.
+    Measured (``python benchmarks/flying_pixels.py``): see the README.
     """
     if threshold <= 0:
         raise ValueError(f"edge threshold must be positive, got {threshold}")
-    d = depth.to(torch.float32) if depth.dtype in (torch.float16, torch.bfloat16) or not depth.is_floating_point() else depth
-    if d.ndim != 2:
-        raise ValueError(f"depth: expected [H, W], got shape {tuple(d.shape)}")
-    H, W = d.shape
+    if tolerance <= 0:
+        raise ValueError(f"edge tolerance must be positive, got {tolerance}")
+    if depth.ndim != 2:
+        raise ValueError(f"depth: expected [H, W], got shape {tuple(depth.shape)}")
+    d = depth.to(torch.float64 if depth.dtype == torch.float64 else torch.float32)
+    h, w = d.shape
+    s = edge_window_pixels(w, window_deg)
     ok = torch.isfinite(d) & (d > 0)
-    d = torch.where(ok, d, torch.full_like(d, float("nan")))
-    nan_row = torch.full_like(d[:1], float("nan"))
-    phi = 0.5 * math.pi - math.pi * (torch.arange(H, device=d.device, dtype=d.dtype) + 0.5) / H
-    step_h = (2.0 * math.pi / W) * torch.cos(phi)[:, None]
-    step_v = math.pi / H
-    neighbours = (
-        (torch.roll(d, 1, dims=1), step_h),
-        (torch.roll(d, -1, dims=1), step_h),
-        (torch.cat([nan_row, d[:-1]], dim=0), step_v),
-        (torch.cat([d[1:], nan_row], dim=0), step_v),
-    )
-    jump = torch.zeros_like(d)
-    for n, step in neighbours:  # four shifted copies, not a pixel loop
-        r = (torch.maximum(d, n) / torch.minimum(d, n) - 1.0) / step
-        jump = torch.maximum(jump, torch.nan_to_num(r, nan=0.0, posinf=0.0))
-    return (jump > threshold) & ok
+    nan = torch.full_like(d, float("nan"))
+    q = torch.where(ok, 1.0 / torch.where(ok, d, torch.ones_like(d)), nan)
+    logd = torch.log(torch.where(ok, d, nan))
+    phi = 0.5 * math.pi - math.pi * (torch.arange(h, device=d.device, dtype=d.dtype) + 0.5) / h
+    steps = ((2.0 * math.pi / w) * torch.cos(phi).clamp_min(1e-12)[:, None], math.pi / h)  # radians: columns, rows
+    fly = torch.zeros_like(ok)
+    # a plane's q along a column (a great circle) is A cos(phi) + B sin(phi): the three-term recurrence
+    # q(x + h) = 2 cos(h) q(x) - q(x - h) is exact; along a row (theta) it is A cos + B sin + C, where the
+    # plain linear step (cos(h) -> 1) is exact for floors and ceilings and off by ~h^2 for walls
+    grow = {1: 1.0, 0: math.cos(s * math.pi / h)}
+    for dim, step in ((1, steps[0]), (0, steps[1])):
+        vouch = torch.zeros_like(ok)
+        for sign in (-1, 1):
+            pred = 2.0 * grow[dim] * _along(q, sign * s, dim) - _along(q, 2 * sign * s, dim)
+            vouch |= (pred - q).abs() <= tolerance * q  # NaN (missing sample) compares False
+        slope = torch.zeros_like(d)
+        for sign in (-1, 1):
+            g = (_along(logd, sign, dim) - logd).abs() / step
+            slope = torch.maximum(slope, torch.nan_to_num(g, nan=0.0, posinf=0.0))
+        fly |= ~vouch & (slope > threshold)
+    return fly & ok
 
 
 def sphere_uniform_indices(weights: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -181,6 +249,8 @@ def erp_point_cloud(
     max_points: Optional[int] = None,
     remove_flying_pixels: bool = True,
     edge_threshold: float = DEFAULT_EDGE_THRESHOLD,
+    edge_tolerance: float = DEFAULT_EDGE_TOLERANCE,
+    edge_window_deg: float = DEFAULT_EDGE_WINDOW_DEG,
     max_depth: Optional[float] = None,
     min_depth: float = 0.0,
     seed: int = 0,
@@ -196,7 +266,9 @@ def erp_point_cloud(
         normals: unit normals ``[3, H, W]`` or ``[H, W, 3]`` in our world frame; attached to the points.
         max_points: subsample to at most this many points, uniformly on the sphere (ERP pixels weighted
             by ``cos(latitude)``, see :func:`sphere_uniform_indices`), seeded by ``seed``.
-        remove_flying_pixels: drop depth-edge pixels (:func:`flying_pixel_mask` with ``edge_threshold``).
+        remove_flying_pixels: drop flying pixels (:func:`flying_pixel_mask` with ``edge_threshold``,
+            ``edge_tolerance`` and ``edge_window_deg``), found among the pixels kept so far (masked pixels
+            cannot vouch for their neighbours).
         max_depth: drop pixels farther than this (e.g. sky saturated at the model's far limit).
         min_depth: drop pixels at or nearer than this (depth must be > 0 in any case).
 
@@ -241,7 +313,8 @@ def erp_point_cloud(
         counts["non-finite normal"] = int(bad.sum())
         valid &= ~bad
     if remove_flying_pixels:
-        fly = valid & flying_pixel_mask(torch.where(valid, d, torch.full_like(d, float("nan"))), edge_threshold)
+        fly = valid & flying_pixel_mask(torch.where(valid, d, torch.full_like(d, float("nan"))), edge_threshold,
+                                        edge_tolerance, edge_window_deg)
         counts["flying pixels"] = int(fly.sum())
         valid &= ~fly
 
