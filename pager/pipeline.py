@@ -54,7 +54,8 @@ class PagerOutput:
         mask: ``[N, H, W]`` bool, the AND of the masks of the requested modalities.
         rgb: ``[N, H, W, 3]`` uint8 input images.
         metadata: one dict per image: ``source`` (file name or ``"<array i>"``), ``input_size``, ``face_size``,
-            ``depth_unit`` (``"m"`` or ``"relative"``), checkpoint names, depth range.
+            ``stitching`` (``"exact"`` or ``"reference"``), ``depth_unit`` (``"m"`` or ``"relative"``),
+            checkpoint names, depth range.
     """
 
     depth: Optional[Union[np.ndarray, List[np.ndarray]]] = None
@@ -209,6 +210,7 @@ class PagerPipeline:
         output_height: Optional[int] = None,
         show_progress: bool = True,
         normalize_input: bool = False,
+        stitching: str = "exact",
     ) -> PagerOutput:
         """Run the model on panoramas; see the module docstring for accepted inputs.
 
@@ -221,13 +223,19 @@ class PagerPipeline:
             show_progress: tqdm progress bar over the batches.
             normalize_input: map float images whose values leave [0, 1] (float TIFF, HDR/EXR) linearly to
                 [0, 1] with a warning, instead of refusing them (NaN/inf pixels are always refused).
+            stitching: ``"exact"`` (default) or ``"reference"``: the original PaGeR code's ERP<->cube resampling
+                (pytorch360convert 0.2.3), to reproduce its published numbers; output widths must then be
+                multiples of 4. Recorded in each image's metadata.
         """
+        from pager.geometry.cubemap import check_stitching
+
         from tqdm.auto import tqdm
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if output_height is not None and int(output_height) < 1:
             raise ValueError(f"output_height must be positive, got {output_height}")
+        check_stitching(stitching, 2 * int(output_height) if output_height else None)
         wanted = iter_modalities(modalities) or self.model.modalities
         missing = [m for m in wanted if m not in self.model.modalities]
         if missing and modalities is not DEFAULT_MODALITIES:
@@ -250,6 +258,11 @@ class PagerPipeline:
                 h, w = rgb.shape[:2]
                 if w != 2 * h:
                     warnings.warn(f"{name}: {w}x{h} is not a 2:1 equirectangular panorama; it is read as a full sphere (stretched)", UserWarning, stacklevel=2)
+                if not output_height:
+                    try:
+                        check_stitching(stitching, w)
+                    except ValueError as exc:
+                        raise ValueError(f"{name}: {exc}") from exc
                 decoded[i] = rgb
             groups: Dict[Tuple[int, int], List[int]] = {}
             for i in chunk:
@@ -258,7 +271,8 @@ class PagerPipeline:
                 batch = torch.from_numpy(np.stack([decoded[i] for i in idx])).permute(0, 3, 1, 2)
                 batch = batch.to(self.model.device) * 2.0 - 1.0
                 out_size = (int(output_height), 2 * int(output_height)) if output_height else (h, w)
-                pred = self.model.predict(batch, modalities=mods, face_size=face_size, output_size=out_size)
+                pred = self.model.predict(batch, modalities=mods, face_size=face_size, output_size=out_size,
+                                          stitching=stitching)
                 for k, i in enumerate(idx):
                     res: Dict[str, np.ndarray] = {}
                     if "depth" in pred:
@@ -276,14 +290,15 @@ class PagerPipeline:
                     masks = [res[f"{m}_mask"] for m in mods]
                     res["mask"] = np.logical_and.reduce(masks) if masks else None
                     results[i] = res
-                    metadata[i] = self._metadata(entries[i][1], (h, w), out_size, face_size, mods)
+                    metadata[i] = self._metadata(entries[i][1], (h, w), out_size, face_size, mods, stitching)
             bar.update(len(chunk))
         bar.close()
         return self._collect(results, metadata, mods)
 
-    def _metadata(self, name: str, in_size: Tuple[int, int], out_size: Tuple[int, int], face_size: int, mods: Sequence[str]) -> Dict[str, Any]:
+    def _metadata(self, name: str, in_size: Tuple[int, int], out_size: Tuple[int, int], face_size: int,
+                  mods: Sequence[str], stitching: str = "exact") -> Dict[str, Any]:
         meta: Dict[str, Any] = {"source": name, "input_size": tuple(in_size), "output_size": tuple(out_size),
-                                "face_size": face_size, "modalities": list(mods)}
+                                "face_size": face_size, "modalities": list(mods), "stitching": stitching}
         for m in mods:
             cfg = self.model.configs[m]
             meta[f"{m}_checkpoint"] = cfg.name or cfg.source

@@ -137,3 +137,60 @@ def test_two_processes_write_each_sample_exactly_once(world, tmp_path):
     root = results / "PaGeR-tiny-depth" / "Synthetic"
     assert len(list((root / "eval").glob("*.npz"))) == N_SAMPLES
     assert len(list((root / "example_images").glob("*.jpg"))) == N_SAMPLES
+
+
+@pytest.mark.parametrize("stitching", ["exact", "reference"])
+def test_stitching_option_of_every_command(world, tmp_path, stitching):
+    """``--stitching`` of pager predict, inference.py and the demo reaches Pager.predict and is recorded."""
+    import json
+
+    from pager.app.core import DemoPredictor
+    from pager.cli.infer import main as infer_main
+    from pager.data import build_dataset
+    from pager.pipeline import PagerPipeline
+
+    model = Pager.from_pretrained(str(world["depth"]), device="cpu")
+    rgb = torch.from_numpy(np.asarray(Image.open(world["imgs"] / "one.png"), dtype=np.float32) / 255.0)
+    rgb = rgb.permute(2, 0, 1)[None] * 2 - 1
+    want = model.predict(rgb, face_size=16, stitching=stitching)["depth"][0].numpy()
+    other = model.predict(rgb, face_size=16, stitching="exact" if stitching == "reference" else "reference")
+    assert np.abs(want - other["depth"][0].numpy()).max() > 1e-3  # the option matters at this size
+
+    out = tmp_path / "predict"
+    assert pager_main(["predict", str(world["imgs"] / "one.png"), "--out", str(out), "--checkpoint_path",
+                       str(world["depth"]), "--no_progress", "--stitching", stitching]) == 0
+    z = np.load(out / "one.npz")
+    assert str(z["stitching"]) == stitching
+    assert np.allclose(z["depth"], want, atol=1e-5)
+
+    results = tmp_path / "results"
+    assert infer_main(infer_args(world, results, "--generate_eval", "--img_report_frequency", "0",
+                                 "--stitching", stitching)) == 0
+    ds = build_dataset("Synthetic", str(world["data"]), split="test")
+    z = np.load(results / "PaGeR-tiny-depth" / "Synthetic" / "eval" / f"{ds.records[1].id}.npz")
+    assert str(z["stitching"]) == stitching
+    assert np.allclose(z["arr_0"], model.predict(ds[1]["rgb"][None], face_size=16, stitching=stitching)["depth"][0].numpy(),
+                       atol=1e-5)
+
+    demo = DemoPredictor(PagerPipeline(model), output_root=tmp_path / "app", face_size=16, stitching=stitching)
+    res = demo.run(world["imgs"] / "one.png", modalities=("depth",), point_cloud=False)
+    assert res.metadata["stitching"] == stitching
+    saved = np.load(next(f for f in res.files if f.name.endswith(".npz")))
+    assert json.loads(str(saved["metadata"]))["stitching"] == stitching
+    assert np.allclose(saved["depth"], want, atol=1e-5)
+
+
+def test_reference_stitching_needs_a_width_multiple_of_4(world, tmp_path):
+    """Checked before any model is loaded (pager predict) and named with the image."""
+    odd = tmp_path / "odd.png"
+    Image.fromarray(np.zeros((15, 30, 3), np.uint8)).save(odd)
+    argv = ["predict", str(odd), "--out", str(tmp_path / "o"), "--checkpoint_path", "/nonexistent/checkpoint",
+            "--stitching", "reference"]
+    assert pager_main(argv) == 2  # the width, not the missing checkpoint, is reported
+    from pager.pipeline import PagerPipeline
+
+    pipe = PagerPipeline(Pager.from_pretrained(str(world["depth"]), device="cpu"))
+    with pytest.raises(ValueError, match="odd.png.*multiple of 4"):
+        pipe(str(odd), face_size=16, stitching="reference", show_progress=False)
+    with pytest.raises(ValueError, match="stitching must be one of"):
+        pipe(str(odd), face_size=16, stitching="original", show_progress=False)

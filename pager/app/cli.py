@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--face_size", type=int, default=None, help="cube face size (default: the checkpoint's)")
     parser.add_argument("--max_file_mb", type=float, default=50.0, help="largest accepted upload in MB")
     parser.add_argument("--output_dir", default=None, help="where result files go (default: a temporary folder)")
+    parser.add_argument("--stitching", default="exact", choices=("exact", "reference"),
+                        help="ERP<->cube resampling: exact (default) or reference (the original project's, to "
+                             "reproduce its published numbers)")
     return parser
 
 
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
     pipeline = load_pipeline(args)
     predictor = DemoPredictor(pipeline, output_root=args.output_dir, max_height=args.max_height,
-                              face_size=args.face_size, max_file_mb=args.max_file_mb)
+                              face_size=args.face_size, max_file_mb=args.max_file_mb, stitching=args.stitching)
     demo = build_demo(predictor)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("serving on %s: the demo is reachable from other machines", args.host)

@@ -127,6 +127,8 @@ class DemoPredictor:
             ``keep_seconds`` are removed when a new request starts.
         max_height: larger panoramas are downscaled to this height (width 2x) before prediction.
         face_size: cube face size passed to the pipeline (default: the checkpoint's).
+        stitching: ``"exact"`` or ``"reference"`` (the original project's resampling; panoramas of an odd
+            height are then cut to an even height so that the width is a multiple of 4).
     """
 
     def __init__(
@@ -138,7 +140,11 @@ class DemoPredictor:
         max_file_mb: float = DEFAULT_MAX_FILE_MB,
         max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
         keep_seconds: float = 3600.0,
+        stitching: str = "exact",
     ) -> None:
+        from pager.geometry.cubemap import check_stitching
+
+        self.stitching = check_stitching(stitching)
         if max_height < MIN_HEIGHT:
             raise ValueError(f"max_height must be at least {MIN_HEIGHT}, got {max_height}")
         self.pipeline = pipeline
@@ -221,12 +227,15 @@ class DemoPredictor:
             note = f" (downscaled from {w0}x{h0})"
         elif w0 != 2 * h0:
             rgb = _resize(rgb, h0)
+        if self.stitching == "reference" and rgb.shape[1] % 4:
+            rgb = _resize(rgb, rgb.shape[0] - rgb.shape[0] % 2)  # the original's cube->ERP needs W % 4 == 0
         h, w = rgb.shape[:2]
 
         step(0.1, f"Predicting {' and '.join(mods)} on {w}x{h}")
         t0 = time.perf_counter()
         with self._lock:
-            out = self.pipeline(rgb, modalities=tuple(mods), face_size=self.face_size, show_progress=True)
+            out = self.pipeline(rgb, modalities=tuple(mods), face_size=self.face_size, show_progress=True,
+                                stitching=self.stitching)
         seconds = time.perf_counter() - t0
         meta = dict(out.metadata[0]) if out.metadata else {}
 

@@ -11,7 +11,8 @@ Writes, for a checkpoint named ``<ckpt>`` (the last part of its path or repo id)
                                                                (depth [H, W] in metres -- or relative units
                                                                for relative checkpoints --, normals [3, H, W]
                                                                unit vectors in PaGeR's world frame), plus
-                                                               ``mask`` (the prediction's valid pixels)
+                                                               ``mask`` (the prediction's valid pixels) and
+                                                               ``stitching`` (the resampling used)
 
 Depth is decoded with the checkpoint's own depth range (never the dataset's) and masks are kept separate
 from the predictions. Under ``accelerate launch --num_processes N`` (``--cpu`` for CPU processes) the samples
@@ -147,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
     batch_size = int(cfg.get("batch_size") or 1)
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    stitching = str(cfg.get("stitching") or "exact")
+    if stitching not in ("exact", "reference"):
+        raise ValueError(f"--stitching must be 'exact' or 'reference', got {stitching!r}")
 
     from accelerate import PartialState
 
@@ -206,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         rgb = torch.stack([s["rgb"] for s in samples]).to(device)
         h, w = rgb.shape[-2:]
         with torch.inference_mode():
-            pred = model.predict(rgb, face_size=face_size, output_size=(h, w))
+            pred = model.predict(rgb, face_size=face_size, output_size=(h, w), stitching=stitching)
         for k, i in enumerate(chunk):
             sample_id = ids[i]
             for m in model.modalities:
@@ -215,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     arr, mask = pred["normals"][k].cpu().numpy(), pred["normals_mask"][k].cpu().numpy()
                 if cfg.generate_eval:
-                    save_npz(roots[m] / "eval" / f"{sample_id}.npz", arr_0=arr.astype(np.float32), mask=mask)
+                    save_npz(roots[m] / "eval" / f"{sample_id}.npz", arr_0=arr.astype(np.float32), mask=mask,
+                             stitching=np.str_(stitching))
                     written += 1
                 if freq and i % freq == 0:
                     image = _prediction_image(m, arr)

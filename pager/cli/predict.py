@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--enable_xformers", action="store_true", help="xformers attention (falls back to SDPA with a warning)")
     parser.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
     parser.add_argument("--depth_scale", type=float, default=1000.0, help="16-bit PNG steps per metre (default 1000: mm)")
+    parser.add_argument("--stitching", default="exact", choices=("exact", "reference"),
+                        help="ERP<->cube resampling: exact (default) or reference (the original project's, to "
+                             "reproduce its published numbers; output widths must be multiples of 4)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--normalize_input", action="store_true",
                         help="map float images with values outside [0, 1] (float TIFF, HDR/EXR) linearly to [0, 1] "
@@ -102,7 +105,7 @@ def write_outputs(stem: str, out_dir: Path, result: Dict[str, Any], meta: Dict[s
     from pager.export import colorize_depth, normals_to_rgb, save_depth_png16, save_image, save_npz
 
     written: List[Path] = []
-    arrays: Dict[str, Any] = {"rgb": result["rgb"]}
+    arrays: Dict[str, Any] = {"rgb": result["rgb"], "stitching": np.str_(meta.get("stitching", "exact"))}
     if result.get("depth") is not None:
         depth, mask = result["depth"], result["depth_mask"]
         written.append(save_image(out_dir / f"{stem}_depth.png", colorize_depth(depth, mask)))
@@ -134,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.stitching == "reference" and args.output_height and (2 * args.output_height) % 4:
+        raise ValueError(f"--stitching reference needs an output width that is a multiple of 4; --output_height "
+                         f"{args.output_height} gives {2 * args.output_height}")
     ckpts = args.checkpoint_path
     if not ckpts:
         source: Any = "default"
@@ -157,7 +163,10 @@ def run(args: argparse.Namespace) -> int:
     from pager.pipeline import load_rgb
 
     for path in images:  # every input decodes (finite, in range, not a decompression bomb) before the model loads
-        load_rgb(path, str(path), normalize=args.normalize_input)
+        width = load_rgb(path, str(path), normalize=args.normalize_input).shape[1]
+        if args.stitching == "reference" and not args.output_height and width % 4:
+            raise ValueError(f"{path}: --stitching reference needs an output width that is a multiple of 4, this "
+                             f"image is {width} wide; pass an even --output_height or use --stitching exact")
     pipe = PagerPipeline.from_pretrained(source, variant=args.variant, torch_dtype=args.dtype, device=args.device,
                                          allow_pickle=args.allow_pickle, enable_xformers=args.enable_xformers)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -165,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
     for start in range(0, len(images), args.batch_size):
         chunk = images[start:start + args.batch_size]
         out = pipe([str(p) for p in chunk], modalities=wanted, face_size=args.face_size, batch_size=len(chunk),
-                   output_height=args.output_height, show_progress=False, normalize_input=args.normalize_input)
+                   output_height=args.output_height, show_progress=False, normalize_input=args.normalize_input,
+                   stitching=args.stitching)
         for k, path in enumerate(chunk):
             result = {key: (getattr(out, key)[k] if getattr(out, key) is not None else None)
                       for key in ("depth", "depth_mask", "normals", "normals_mask", "rgb")}

@@ -41,6 +41,7 @@ Cubemap
 from pager.geometry.sphere import angles_to_directions, directions_to_angles, erp_angles, erp_directions
 from pager.geometry.cubemap import (
     FACE_NAMES,
+    STITCHING_MODES,
     cubemap_angles,
     cubemap_directions,
     cubemap_to_erp,
@@ -73,6 +74,7 @@ __all__ = [
     "directions_to_angles",
     "angles_to_directions",
     "FACE_NAMES",
+    "STITCHING_MODES",
     "erp_to_cubemap",
     "cubemap_to_erp",
     "cubemap_directions",

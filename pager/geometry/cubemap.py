@@ -26,6 +26,8 @@ from pager.geometry.sphere import DeviceLike, _normalize_device, _resolve_dtype,
 
 __all__ = [
     "FACE_NAMES",
+    "STITCHING_MODES",
+    "check_stitching",
     "erp_to_cubemap",
     "cubemap_to_erp",
     "cubemap_directions",
@@ -51,6 +53,22 @@ _FACE_FRAMES = torch.tensor(
 )  # [6 faces, (n, r, u), xyz]
 
 _MODES = ("bilinear", "nearest")
+
+#: ``"exact"``: our resampling (cube->ERP is the exact inverse of ERP->cube, and ERP->cube interpolates across
+#: the +-180 degree seam). ``"reference"``: the original PaGeR project's (pytorch360convert 0.2.3 ``e2c``/``c2e``;
+#: see :mod:`pager.geometry.reference_stitching`), for reproducing its published numbers.
+STITCHING_MODES: Tuple[str, ...] = ("exact", "reference")
+
+
+def check_stitching(stitching: str, width: Optional[int] = None) -> str:
+    """Validate a ``stitching`` name (and, for ``"reference"``, an ERP ``width``: a multiple of 4); returns it."""
+    if stitching not in STITCHING_MODES:
+        raise ValueError(f"stitching must be one of {STITCHING_MODES}, got {stitching!r}")
+    if stitching == "reference" and width is not None:
+        from pager.geometry.reference_stitching import check_reference_width
+
+        check_reference_width(int(width))
+    return stitching
 
 
 def _check_face_size(face_size: int, name: str = "face_size") -> None:
@@ -158,19 +176,28 @@ def _check_erp_input(erp: torch.Tensor) -> None:
         raise ValueError(f"erp must have H >= 1 and W >= 2, got {tuple(erp.shape)}")
 
 
-def erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear") -> torch.Tensor:
+def erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear", stitching: str = "exact") -> torch.Tensor:
     """Resample an ERP panorama onto the 6 cube faces: ``[B, C, H, W] -> [B, 6, C, F, F]``.
 
-    Sampling positions are exactly pytorch360convert's ``e2c`` (``stack`` format), except that the
-    longitude seam wraps (pytorch360convert clamps there). ``mode="bilinear"`` (float tensors,
-    differentiable; float16/bfloat16 are sampled in float32) or ``"nearest"`` (any dtype, bool and
-    integer masks stay exact). One ``grid_sample`` / one gather over the whole batch.
+    Sampling positions are exactly pytorch360convert's ``e2c`` (``stack`` format). ``stitching="exact"``
+    interpolates across the longitude seam (pytorch360convert clamps there); ``"reference"`` clamps like it
+    (the original PaGeR code, see :mod:`pager.geometry.reference_stitching`; it matters only next to the
+    seam). ``mode="bilinear"`` (float tensors, differentiable; float16/bfloat16 are sampled in float32) or
+    ``"nearest"`` (any dtype, bool and integer masks stay exact). One ``grid_sample`` / one gather over the
+    whole batch. Raises ``ValueError`` for a bad shape, face size, mode or stitching.
     """
     _check_erp_input(erp)
     _check_face_size(face_size)
     _check_mode(mode)
+    check_stitching(stitching)
     b, c, h, w = erp.shape
     device = _normalize_device(erp.device)
+    if stitching == "reference":
+        from pager.geometry.reference_stitching import reference_erp_to_cubemap
+
+        if mode == "bilinear" and not erp.dtype.is_floating_point:
+            raise ValueError(f"mode='bilinear' needs a floating point erp, got {erp.dtype}; use mode='nearest' for masks")
+        return reference_erp_to_cubemap(erp.to(device), face_size, mode, _sampling_dtype(erp.dtype))
     if mode == "nearest":
         idx = _e2c_nearest_index(h, w, face_size, device)
         out = erp.reshape(b * c, h * w).index_select(1, idx)
@@ -236,13 +263,17 @@ def _c2e_nearest_index(height: int, width: int, face_size: int, device: torch.de
     return (face * face_size * face_size + r * face_size + c).reshape(-1).to(device)
 
 
-def cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str = "bilinear") -> torch.Tensor:
+def cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str = "bilinear",
+                   stitching: str = "exact") -> torch.Tensor:
     """Resample a cubemap onto an ERP panorama: ``[B, 6, C, F, F] -> [B, C, H, W]``.
 
-    The exact inverse of :func:`erp_to_cubemap`'s grid: each ERP pixel centre is projected onto the face
-    its ray hits and the face grid is interpolated there (one ``grid_sample`` over the faces stacked in a
-    strip; every sample stays inside its own face); nearest mode is a pure gather (bool and integer masks
-    stay exact).
+    ``stitching="exact"`` (default): the exact inverse of :func:`erp_to_cubemap`'s grid: each ERP pixel centre
+    is projected onto the face its ray hits and the face grid is interpolated there (one ``grid_sample`` over
+    the faces stacked in a strip; every sample stays inside its own face). ``"reference"``: the original PaGeR
+    code's cube->ERP (pytorch360convert 0.2.3 ``c2e``: its own ERP grid, face table and one-pixel padding with
+    zero corners; off by up to a face pixel, see :mod:`pager.geometry.reference_stitching`), to reproduce its
+    numbers; ``width`` must then be a multiple of 4. Nearest mode is a pure gather (bool and integer masks
+    stay exact). Raises ``ValueError`` for a bad shape, size, mode or stitching.
     """
     if not isinstance(cube, torch.Tensor) or cube.dim() != 5 or cube.shape[1] != 6 or cube.shape[-1] != cube.shape[-2]:
         shape = tuple(cube.shape) if isinstance(cube, torch.Tensor) else type(cube).__name__
@@ -250,9 +281,16 @@ def cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str = "bil
     if not (isinstance(height, int) and isinstance(width, int)) or height < 1 or width < 2:
         raise ValueError(f"height and width must be positive integers (width >= 2), got {height!r}, {width!r}")
     _check_mode(mode)
+    check_stitching(stitching, width)
     b, _, c, fs, _ = cube.shape
     _check_face_size(fs, "cube face size")
     device = _normalize_device(cube.device)
+    if stitching == "reference":
+        from pager.geometry.reference_stitching import reference_cubemap_to_erp
+
+        if mode == "bilinear" and not cube.dtype.is_floating_point:
+            raise ValueError(f"mode='bilinear' needs a floating point cube, got {cube.dtype}; use mode='nearest' for masks")
+        return reference_cubemap_to_erp(cube.to(device), height, width, mode, _sampling_dtype(cube.dtype))
     if mode == "nearest":
         idx = _c2e_nearest_index(height, width, fs, device)
         src = cube.transpose(1, 2).reshape(b * c, 6 * fs * fs)

@@ -302,8 +302,13 @@ class Pager(nn.Module):
         modalities: Optional[Sequence[str]] = None,
         face_size: Optional[int] = None,
         output_size: Optional[Tuple[int, int]] = None,
+        stitching: str = "exact",
     ) -> Dict[str, Tensor]:
         """Predict geometry of ERP panoramas ``[B, 3, H, W]`` in [-1, 1] (any device / dtype).
+
+        ``stitching``: ``"exact"`` (default; our ERP<->cube resampling, cube->ERP the exact inverse of ERP->cube)
+        or ``"reference"`` (the original PaGeR code's pytorch360convert 0.2.3 resampling, to reproduce its
+        published numbers; the output width must be a multiple of 4); see ``pager.geometry.STITCHING_MODES``.
 
         Returns float32 tensors on the model's device, at ``output_size`` (default ``(H, W)``):
 
@@ -315,7 +320,7 @@ class Pager(nn.Module):
         - ``"normals"`` ``[B, 3, H, W]``: unit vectors in PaGeR's world frame (x forward, y up, z right);
         - ``"normals_mask"`` ``[B, H, W]`` bool: finite with a non-degenerate length before normalisation.
         """
-        from pager.geometry.cubemap import cubemap_to_erp, erp_to_cubemap
+        from pager.geometry.cubemap import check_stitching, cubemap_to_erp, erp_to_cubemap
         from pager.geometry.depth_encoding import decode_depth
 
         if rgb_erp.dim() == 3:
@@ -329,9 +334,10 @@ class Pager(nn.Module):
             raise ValueError(f"face_size must be a positive multiple of {self.face_multiple}, got {face_size}")
         b, _, h, w = rgb_erp.shape
         out_h, out_w = output_size if output_size is not None else (h, w)
+        check_stitching(stitching, out_w)
         device = self.device
         erp = rgb_erp.to(device=device, dtype=torch.float32)
-        faces = erp_to_cubemap(erp, face_size, mode="bilinear")  # [B, 6, 3, F, F]
+        faces = erp_to_cubemap(erp, face_size, mode="bilinear", stitching=stitching)  # [B, 6, 3, F, F]
         latent = self.encode_rgb(faces.flatten(0, 1).to(self.dtype))
         out: Dict[str, Tensor] = {}
         for modality in modalities:
@@ -339,14 +345,14 @@ class Pager(nn.Module):
             decoded = self.decode(self.predict_latent(modality, latent)).float().unflatten(0, (b, FACES))
             if modality == "depth":
                 cube = decoded.mean(dim=2, keepdim=True)
-                values = cubemap_to_erp(cube, out_h, out_w, mode="bilinear")[:, 0].clamp(-1.0, 1.0)
+                values = cubemap_to_erp(cube, out_h, out_w, mode="bilinear", stitching=stitching)[:, 0].clamp(-1.0, 1.0)
                 depth = decode_depth(values, cfg.min_depth, cfg.max_depth, log_scale=cfg.log_scale).float()
                 mask = torch.isfinite(depth) & (depth < 0.99 * cfg.max_depth) & (depth > 1.01 * cfg.min_depth)
                 out["depth"] = depth
                 out["depth_values"] = values
                 out["depth_mask"] = mask
             else:
-                erp_n = cubemap_to_erp(decoded, out_h, out_w, mode="bilinear").clamp(-1.0, 1.0)
+                erp_n = cubemap_to_erp(decoded, out_h, out_w, mode="bilinear", stitching=stitching).clamp(-1.0, 1.0)
                 norm = erp_n.norm(dim=1, keepdim=True)
                 normals = erp_n / norm.clamp_min(1e-6)
                 if cfg.normals_frame == "reference":
