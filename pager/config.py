@@ -83,8 +83,13 @@ def _bool_or_string(value: str):
 BOOL_OR_STRING_KEYS = ("vae_use_RoPE",)
 
 
-def load_config(path: Optional[str | Path] = None, default_name: str = "base.yaml") -> DictConfig:
-    """Load a YAML config; with no path, the packaged template ``pager/configs/<default_name>``."""
+def load_config(path: Optional[str | Path] = None, default_name: str = "base.yaml", kind: Optional[str] = None) -> DictConfig:
+    """Load a YAML config (with no path, the packaged template ``pager/configs/<default_name>``) and check it
+    against the schema (:mod:`pager.config_schema`; ``kind`` = ``training``, ``inference`` or ``checkpoint``,
+    by default ``inference`` for ``inference.yaml`` and ``training`` otherwise). Unknown keys, wrong types and
+    out-of-range values raise :class:`~pager.config_schema.ConfigError` naming the key and the file."""
+    from pager.config_schema import validate_config
+
     if path is None:
         path = CONFIG_DIR / default_name
     path = Path(path)
@@ -94,9 +99,13 @@ def load_config(path: Optional[str | Path] = None, default_name: str = "base.yam
         cfg = OmegaConf.load(path)
     except Exception as exc:  # omegaconf / yaml errors
         raise ValueError(f"cannot parse config file {path}: {exc}") from exc
+    if cfg is None or (not isinstance(cfg, DictConfig) and not cfg):
+        cfg = OmegaConf.create({})
     if not isinstance(cfg, DictConfig):
         raise ValueError(f"config file {path} must hold a mapping at the top level")
-    return cfg
+    if kind is None:
+        kind = "inference" if default_name == "inference.yaml" else "training"
+    return validate_config(cfg, kind, source=str(path))
 
 
 def iter_leaves(cfg: DictConfig, prefix: Tuple[str, ...] = ()) -> Iterable[Tuple[Tuple[str, ...], Any]]:
@@ -122,36 +131,41 @@ def leaf_paths(cfg: DictConfig, skip_sections: Sequence[str] = ()) -> Dict[str, 
     return paths
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, template: DictConfig, skip_sections: Sequence[str] = ()) -> None:
-    """Add one ``--<leaf>`` option per config leaf (default None = "not given on the command line")."""
+def add_config_arguments(parser: argparse.ArgumentParser, template: DictConfig, skip_sections: Sequence[str] = (),
+                         kind: str = "training") -> None:
+    """Add one ``--<leaf>`` option per config leaf, typed by the schema (:mod:`pager.config_schema`).
+
+    The default is ``argparse.SUPPRESS`` (an option not given leaves no attribute), so an explicit
+    ``--checkpoint_path none`` (null) is told apart from "not given". ``none``/``null`` mean null for optional
+    leaves, except where ``none`` is a documented value (``--unet_positional_encoding none``, ``--report_to none``).
+    """
+    from pager.config_schema import leaf_choices, option_type, schema_fields
+
     existing = {a.dest for a in parser._actions}
+    known = schema_fields(kind)
     for name, path in leaf_paths(template, skip_sections).items():
         if name in existing:
             continue
         value = OmegaConf.select(template, ".".join(path))
-        help_text = f"overrides {'.'.join(path)} (config: {value!r})"
-        if isinstance(value, bool):
-            kind = _bool_or_string if name in BOOL_OR_STRING_KEYS else str_to_bool
-            parser.add_argument(f"--{name}", type=kind, nargs="?", const=True, default=None, help=help_text)
-        elif isinstance(value, int):
-            parser.add_argument(f"--{name}", type=_none_or(int), default=None, help=help_text)
-        elif isinstance(value, float):
-            parser.add_argument(f"--{name}", type=_none_or(float), default=None, help=help_text)
-        elif isinstance(value, (list, tuple)) or OmegaConf.is_list(value):
-            parser.add_argument(f"--{name}", nargs="+", default=None, help=help_text)
-        elif value is None:
-            parser.add_argument(f"--{name}", type=_auto_value, default=None, help=help_text)
+        choices = leaf_choices(name, kind) if name in known else None
+        help_text = f"overrides {'.'.join(path)} (config: {value!r}"
+        help_text += f"; one of {', '.join(map(str, choices))})" if choices else ")"
+        if name not in known:
+            raise ValueError(f"config leaf {'.'.join(path)} is not in the schema (pager/config_schema.py)")
+        kind_of = option_type(name, kind)
+        if isinstance(value, bool) or known[name] is bool:
+            parser.add_argument(f"--{name}", type=kind_of, nargs="?", const=True, default=argparse.SUPPRESS,
+                                metavar="BOOL", help=help_text)
         else:
-            parser.add_argument(f"--{name}", type=_none_or(str), default=None, help=help_text)
+            parser.add_argument(f"--{name}", type=kind_of, default=argparse.SUPPRESS, help=help_text)
 
 
 def cli_overrides(args: argparse.Namespace, template: DictConfig, skip_sections: Sequence[str] = ()) -> Dict[str, Any]:
     """The config leaves given on the command line, as ``{"section.key": value}``."""
     out: Dict[str, Any] = {}
     for name, path in leaf_paths(template, skip_sections).items():
-        value = getattr(args, name, None)
-        if value is not None:
-            out[".".join(path)] = value
+        if hasattr(args, name):  # given on the command line (possibly as null)
+            out[".".join(path)] = getattr(args, name)
     return out
 
 

@@ -35,15 +35,6 @@ logger = logging.getLogger(__name__)
 from pager.config import MODEL_LOADING_KEYS as IGNORED_MODEL_OPTIONS  # noqa: E402
 
 
-def _yaml_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> Tuple[argparse.ArgumentParser, Any]:
     """Register the inference options: one per leaf of ``configs/inference.yaml`` plus a few flags."""
     from pager.config import add_config_arguments, load_config
@@ -53,16 +44,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> Tuple[argparse.ArgumentPar
     if "config" not in existing:
         parser.add_argument("--config", "--configs", dest="config", default=None,
                             help="YAML config file (default: the packaged configs/inference.yaml)")
-    add_config_arguments(parser, template)
+    add_config_arguments(parser, template, kind="inference")
     parser.add_argument("--variant", default=None, choices=("EMA", "original"), help="UNet variant of a training checkpoint")
     parser.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--max_samples", type=int, default=None, help="stop after this many samples (quick checks)")
+    from pager.config_schema import option_type
+
     group = parser.add_argument_group("model-loading options (ignored: the checkpoint's config.yaml decides)")
     for name in IGNORED_MODEL_OPTIONS:
         if name not in {a.dest for a in parser._actions}:
-            group.add_argument(f"--{name}", type=_yaml_value, default=None, help=argparse.SUPPRESS)
+            group.add_argument(f"--{name}", type=option_type(name, "training"), default=None, help=argparse.SUPPRESS)
     return parser, template
 
 

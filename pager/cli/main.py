@@ -63,11 +63,12 @@ def run_script(
 ) -> int:
     """Entry point of a stand-alone script (``train.py``, ``inference.py``, ...): parse ``argv`` (a
     ``-v/--verbose`` flag is added), set up logging, call ``run(args)``; input errors become one line
-    ``<prog>: error: ...`` and exit code 2."""
-    if not any(a.dest == "verbose" for a in parser._actions):
-        parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ``<prog>: error: ...`` and exit code 2. The common options of :mod:`pager.cli.common` are added."""
+    from pager.cli.common import apply_common_options, finalize_parser
+
+    finalize_parser(parser)
     args = parser.parse_args(None if argv is None else list(argv))
-    setup_logging(args.verbose)
+    apply_common_options(args)
     try:
         return int(run(args) or 0)
     except USER_ERRORS + tuple(extra_errors) as exc:
@@ -75,19 +76,20 @@ def run_script(
         return 2
 
 
-def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
-    """The top-level parser; only the chosen sub-command's module is imported."""
+def build_parser(argv: Optional[List[str]] = None, all_commands: bool = False) -> argparse.ArgumentParser:
+    """The top-level parser; only the chosen sub-command's module is imported (every one with ``all_commands``)."""
+    from pager.cli.common import finalize_parser
+
     parser = argparse.ArgumentParser(prog="pager", description="PaGeR: 360-degree panorama geometry from one image.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    wanted = next((a for a in (argv or []) if a in COMMANDS), None)
     for name, (module_name, help_text) in COMMANDS.items():
-        module = _load(module_name) if name == wanted else None
+        module = _load(module_name) if (all_commands or name == wanted) else None
         if module is not None:
             module.add_parser(subparsers)
         else:
             subparsers.add_parser(name, help=help_text, add_help=False)
-    return parser
+    return finalize_parser(parser)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -103,7 +105,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"pager {args.command}: this command is not available in this installation", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    from pager.cli.common import apply_common_options
+
+    apply_common_options(args)
     try:
         return int(module.run(args) or 0)
     except USER_ERRORS as exc:

@@ -919,19 +919,11 @@ def run_task(args: argparse.Namespace, task: str) -> EvaluationResult:
 
 
 def _main_for(task: str, argv: Optional[Sequence[str]]) -> int:
-    parser = build_parser(task)
-    args = parser.parse_args(None if argv is None else list(argv))
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                            format="%(levelname)s %(name)s: %(message)s")
-    from pager.cli.main import USER_ERRORS, report_error
+    from pager.cli.main import run_script
 
-    try:
-        result = run_task(args, task)
-    except USER_ERRORS as exc:
-        report_error(f"evaluation {task}", exc, args.verbose)
-        return 2
-    return _report(result, task)
+    parser = build_parser(task)
+    parser.prog = f"evaluation {task}"
+    return run_script(parser, lambda args: _report(run_task(args, task), task), argv)
 
 
 def _report(result: EvaluationResult, task: str) -> int:

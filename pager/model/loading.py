@@ -263,9 +263,14 @@ def read_checkpoint_config(folder: Path) -> Dict[str, Any]:
     for candidate in (folder / "config.yaml", folder.parent / "config.yaml"):
         if candidate.is_file():
             try:
-                return OmegaConf.to_container(OmegaConf.load(candidate), resolve=True)  # type: ignore[return-value]
+                raw = OmegaConf.to_container(OmegaConf.load(candidate), resolve=True)
             except Exception as exc:
                 raise ValueError(f"cannot parse checkpoint config {candidate}: {exc}") from exc
+            if not isinstance(raw, dict):
+                raise ValueError(f"checkpoint config {candidate} must hold a mapping at the top level")
+            from pager.config_schema import validate_mapping
+
+            return validate_mapping(raw, "checkpoint", source=str(candidate))
     raise FileNotFoundError(f"checkpoint {folder} has no config.yaml (the YAML config stored with the model)")
 
 

@@ -1,0 +1,184 @@
+"""One command-line convention for every PaGeR command (``pager ...`` and the original scripts).
+
+:func:`finalize_parser` is applied to every parser (and its sub-parsers) before parsing; it
+
+* shows defaults in ``--help`` and escapes stray ``%`` in help texts (``--help`` never crashes);
+* accepts both spellings of every long option, ``--no_progress`` and ``--no-progress``;
+* adds ``-v/--verbose`` (accepted before or after the sub-command) and ``--threads`` where missing;
+* checks numeric options at parse time by name (:data:`pager.config_schema.VALUE_RULES`: ``--face_size 0``,
+  ``--depth_scale 0``, negative counts, ...) and ``--device`` against this torch build, so that the
+  error names the option before any model is loaded.
+
+:func:`apply_common_options` applies ``--threads`` and the logging level after parsing.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any, Callable, Iterator, List, Optional
+
+from pager.config_schema import VALUE_RULES
+
+logger = logging.getLogger(__name__)
+
+#: Option destinations whose value is a torch device.
+DEVICE_OPTIONS = ("device",)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` unless the help already mentions the default or there is nothing to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or "default" in text.lower():
+            return text
+        if action.default in (None, argparse.SUPPRESS, False) or isinstance(action, argparse._HelpAction):
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return text + " (default: %(default)s)"
+        return text
+
+
+def check_device(text: str) -> Optional[str]:
+    """A ``--device`` value checked against this torch build (``auto``/``none``: ``None``, the best device)."""
+    if text is None or str(text).strip().lower() in ("auto", "none", "null", ""):
+        return None
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (expected cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: CUDA is not available (torch {torch.__version__}"
+                f"{', a CPU-only build' if torch.version.cuda is None else ''}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r} (expected cpu, cuda, cuda:N or mps)")
+    return str(text)
+
+
+def _with_rule(name: str, inner: Optional[Callable[[str], Any]]) -> Callable[[str], Any]:
+    rule = VALUE_RULES[name]
+
+    def parse(text: str) -> Any:
+        value = inner(text) if inner is not None else text
+        problem = rule.check(value)
+        if problem:
+            raise argparse.ArgumentTypeError(f"must be {problem}, got {text}")
+        return value
+
+    parse.__name__ = getattr(inner, "__name__", "value")
+    parse._pager_rule = rule  # type: ignore[attr-defined]
+    return parse
+
+
+def _with_device(inner: Optional[Callable[[str], Any]]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = inner(text) if inner is not None else text
+        return value if value is None else check_device(value)
+
+    parse.__name__ = "device"
+    parse._pager_device = True  # type: ignore[attr-defined]
+    return parse
+
+
+def iter_parsers(parser: argparse.ArgumentParser, path: tuple = ()) -> Iterator[tuple]:
+    """``(path, parser)`` for ``parser`` and every sub-parser below it (``path`` = sub-command names)."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from iter_parsers(sub, path + (name,))
+
+
+def _add_spellings(parser: argparse.ArgumentParser) -> None:
+    for action in list(parser._actions):
+        for opt in list(action.option_strings):
+            if not opt.startswith("--") or len(opt) < 4:
+                continue
+            body = opt[2:]
+            for alt_body in (body.replace("_", "-"), body.replace("-", "_")):
+                alt = "--" + alt_body
+                if alt != opt and alt not in parser._option_string_actions:
+                    parser._option_string_actions[alt] = action  # accepted, not listed in --help
+
+
+def finalize_parser(parser: argparse.ArgumentParser, top_level: bool = True, version: bool = True) -> argparse.ArgumentParser:
+    """Apply the common convention (see the module docstring) to ``parser`` and all its sub-parsers."""
+    from pager import __version__
+
+    for path, p in iter_parsers(parser):
+        if getattr(p, "_pager_finalized", False):
+            continue
+        p._pager_finalized = True  # type: ignore[attr-defined]
+        p.formatter_class = HelpFormatter
+        if p.description:
+            p.description = p.description.replace("%", "%%").replace("%%%%", "%%")
+        dests = {a.dest for a in p._actions}
+        has_sub = any(isinstance(a, argparse._SubParsersAction) for a in p._actions)
+        if "verbose" not in dests:
+            p.add_argument("-v", "--verbose", action="store_true",
+                           default=False if (top_level and not path) else argparse.SUPPRESS,
+                           help="debug logging, and a traceback on errors")
+        elif path:  # a sub-command's own -v must not reset the top-level one
+            for a in p._actions:
+                if a.dest == "verbose":
+                    a.default = argparse.SUPPRESS
+        if version and not path and "version" not in dests:
+            p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+        if not has_sub and "threads" not in dests:
+            p.add_argument("--threads", type=int, default=None,
+                           help="CPU threads of torch (default: torch's choice, usually one per core)")
+        for action in p._actions:
+            if action.help and action.help is not argparse.SUPPRESS:
+                action.help = _escape_percent(action.help)
+            if action.dest in VALUE_RULES and action.nargs != 0 and not getattr(action.type, "_pager_rule", None):
+                action.type = _with_rule(action.dest, action.type)
+            if action.dest in DEVICE_OPTIONS and not getattr(action.type, "_pager_device", False):
+                action.type = _with_device(action.type)
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    if choice.help:
+                        choice.help = _escape_percent(choice.help)
+        _add_spellings(p)
+    return parser
+
+
+def _escape_percent(text: str) -> str:
+    """Escape ``%`` that is not an argparse format field (``%(default)s``, ``%(prog)s``, ``%%``)."""
+    out: List[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "%":
+            nxt = text[i + 1] if i + 1 < len(text) else ""
+            if nxt == "(":
+                out.append(c)
+            elif nxt == "%":
+                out.append("%%")
+                i += 1
+            else:
+                out.append("%%")
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def apply_common_options(args: argparse.Namespace) -> None:
+    """After parsing: logging level (``-v``) and ``--threads``."""
+    verbose = bool(getattr(args, "verbose", False))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    threads = getattr(args, "threads", None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+        logger.debug("torch uses %d CPU thread(s)", threads)
