@@ -53,7 +53,8 @@ def check_sample(sample, truth, tol, min_depth=0.01, max_depth=75.0, rgb_tol=1e-
 
 def test_registry_names():
     assert set(DATASETS) == {
-        "PanoInfinigen", "Matterport3D360", "Stanford2D3DS", "ScannetPP", "Structured3D", "Replica360_4K", "Synthetic"
+        "PanoInfinigen", "Matterport3D360", "Stanford2D3DS", "ScannetPP", "Structured3D", "Replica360_4K", "Synthetic",
+        "Images",
     }
     with pytest.raises(ValueError, match="unknown dataset 'Nope'"):
         build_dataset("Nope", "/tmp", "test")

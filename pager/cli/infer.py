@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from pager.data import build_dataset
-    from pager.export import mosaic, save_image, save_npz
+    from pager.export import mosaic, save_image, save_npz  # noqa: F401  (used by _write_chunk)
     from pager.model import Pager
 
     cfg = resolve(args)
@@ -161,8 +161,12 @@ def run(args: argparse.Namespace) -> int:
     from pager.model.loading import checkpoint_modalities
 
     modalities = checkpoint_modalities(ckpt)
+    skip = bool(cfg.get("skip_bad_samples", False))
+    # Inference needs no ground truth: only the RGB of each sample is read (RGB-only datasets work; a folder
+    # of images is --dataset Images --data_path FOLDER).
     dataset = build_dataset(str(cfg.dataset), str(cfg.data_path), split=str(cfg.get("split") or "test"),
-                            scenes=str(cfg.scenes))
+                            scenes=str(cfg.scenes), skip_bad_samples=skip, rgb_only=True)
+    skipped_at_listing = int(getattr(dataset, "skipped", 0))
     n = len(dataset)
     if args.max_samples is not None:
         n = min(n, int(args.max_samples))
@@ -195,38 +199,76 @@ def run(args: argparse.Namespace) -> int:
             logger.info("%s predictions of %d %s samples -> %s (%d process(es))", m, n, cfg.dataset, root, state.num_processes)
     face_size = int(cfg.face_size) if cfg.get("face_size") else None
     written = 0
+    skipped: List[str] = []
+
+    def load(i: int) -> Optional[dict]:
+        """Sample ``i`` itself (never a substitute); ``None`` when it is bad and --skip_bad_samples is on."""
+        try:
+            return dataset.get_sample(i)
+        except (OSError, ValueError, KeyError) as exc:
+            if not skip:
+                raise
+            skipped.append(ids[i])
+            logger.warning("skipping sample %s: %s", ids[i], exc)
+            return None
+
     bar = tqdm(total=len(mine), desc=f"inference [{state.process_index}]", unit="pano",
                disable=args.no_progress or not state.is_local_main_process)
     for start in range(0, len(mine), batch_size):
-        chunk = mine[start:start + batch_size]
-        samples = [dataset[i] for i in chunk]
-        rgb = torch.stack([s["rgb"] for s in samples]).to(device)
-        h, w = rgb.shape[-2:]
-        with torch.inference_mode():
-            pred = model.predict(rgb, face_size=face_size, output_size=(h, w), stitching=stitching)
-        for k, i in enumerate(chunk):
-            sample_id = ids[i]
-            for m in model.modalities:
-                if m == "depth":
-                    arr, mask = pred["depth"][k].cpu().numpy(), pred["depth_mask"][k].cpu().numpy()
-                else:
-                    arr, mask = pred["normals"][k].cpu().numpy(), pred["normals_mask"][k].cpu().numpy()
-                if cfg.generate_eval:
-                    save_npz(roots[m] / "eval" / f"{sample_id}.npz", arr_0=arr.astype(np.float32), mask=mask,
-                             stitching=np.str_(stitching))
-                    written += 1
-                if freq and i % freq == 0:
-                    image = _prediction_image(m, arr)
-                    if not cfg.pred_only:
-                        image = mosaic([_rgb_uint8(samples[k]["rgb"]), image])
-                    save_image(roots[m] / "example_images" / f"{sample_id}.jpg", image)
-                    written += 1
-        bar.update(len(chunk))
+        loaded = [(i, load(i)) for i in mine[start:start + batch_size]]
+        loaded = [(i, s) for i, s in loaded if s is not None]
+        if not loaded:
+            bar.update(min(batch_size, len(mine) - start))
+            continue
+        # panoramas of different sizes (a folder of images) are predicted one size group at a time
+        groups: dict = {}
+        for i, s in loaded:
+            groups.setdefault(tuple(s["rgb"].shape[-2:]), []).append((i, s))
+        for (h, w), group in groups.items():
+            chunk = [i for i, _ in group]
+            samples = [s for _, s in group]
+            rgb = torch.stack([s["rgb"] for s in samples]).to(device)
+            with torch.inference_mode():
+                pred = model.predict(rgb, face_size=face_size, output_size=(h, w), stitching=stitching)
+            written += _write_chunk(chunk, samples, pred, model.modalities, ids, roots, cfg, freq, stitching)
+        bar.update(min(batch_size, len(mine) - start))
     bar.close()
     state.wait_for_everyone()
+    total_skipped = len(skipped) + (skipped_at_listing if state.is_main_process else 0)
+    if skip:
+        logger.warning("process %d: skipped %d bad sample(s)%s", state.process_index, total_skipped,
+                       (": " + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")) if skipped else "")
     logger.info("process %d of %d: %d sample(s), %d file(s) written", state.process_index, state.num_processes,
-                len(mine), written)
+                len(mine) - len(skipped), written)
+    if skip and state.is_main_process:
+        print(f"inference: {total_skipped} bad sample(s) skipped" + (" on this process" if state.num_processes > 1 else ""))
     return 0
+
+
+def _write_chunk(chunk: List[int], samples: List[dict], pred: dict, modalities: Sequence[str], ids: List[str],
+                 roots: dict, cfg: Any, freq: int, stitching: str) -> int:
+    """Write the eval npz / example images of one predicted chunk; returns the number of files written."""
+    from pager.export import mosaic, save_image, save_npz
+
+    written = 0
+    for k, i in enumerate(chunk):
+        sample_id = ids[i]
+        for m in modalities:
+            if m == "depth":
+                arr, mask = pred["depth"][k].cpu().numpy(), pred["depth_mask"][k].cpu().numpy()
+            else:
+                arr, mask = pred["normals"][k].cpu().numpy(), pred["normals_mask"][k].cpu().numpy()
+            if cfg.generate_eval:
+                save_npz(roots[m] / "eval" / f"{sample_id}.npz", arr_0=arr.astype(np.float32), mask=mask,
+                         stitching=np.str_(stitching))
+                written += 1
+            if freq and i % freq == 0:
+                image = _prediction_image(m, arr)
+                if not cfg.pred_only:
+                    image = mosaic([_rgb_uint8(samples[k]["rgb"]), image])
+                save_image(roots[m] / "example_images" / f"{sample_id}.jpg", image)
+                written += 1
+    return written
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"training done: {result.global_step} steps, run folder {result.run_dir}"
           + (f", checkpoint {result.checkpoint_dir}" if result.checkpoint_dir else ""))
+    if cfg.get("data", {}).get("skip_bad_samples"):
+        print(f"  {result.skipped} bad sample(s) skipped")
     for key, value in sorted(result.val_metrics.items()):
         print(f"  {key} = {value:.4f}")
     return 0

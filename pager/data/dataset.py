@@ -223,6 +223,9 @@ class PanoramaDataset(Dataset):
             with the dataset's range) or ``"affine"`` (per-image 2-98 % quantiles): adds ``depth_target``.
         return_cubemap: also return per-sample cubemaps (compatibility; off by default because the
             model converts ERP batches on its device). ``cubemap_face_size`` defaults to ``3 * H // 4``.
+        rgb_only: read only the RGB image of each sample (inference needs no ground truth): samples are
+            ``{"id", "rgb", "scene_type", "dataset"}`` and only the ``rgb`` file must exist. Readers whose
+            samples have no separate ``rgb`` file (LMDB shards) decode the whole sample.
     """
 
     NAME: ClassVar[str] = ""
@@ -249,6 +252,7 @@ class PanoramaDataset(Dataset):
         cubemap_face_size: Optional[int] = None,
         debug_size: int = 100,
         tiny_val_size: int = 16,
+        rgb_only: bool = False,
     ) -> None:
         super().__init__()
         if split not in SPLITS:
@@ -274,6 +278,7 @@ class PanoramaDataset(Dataset):
         self.target_encoding = target_encoding
         self.return_cubemap = return_cubemap
         self.cubemap_face_size = cubemap_face_size
+        self.rgb_only = bool(rgb_only)
         self.skipped = 0
         self._bad: set = set()
         self.min_depth, self.max_depth = self.depth_range()
@@ -332,7 +337,8 @@ class PanoramaDataset(Dataset):
     def _drop_missing(self, records: List[SampleRecord]) -> List[SampleRecord]:
         kept = []
         for rec in records:
-            missing = [str(p) for p in rec.files.values() if not Path(p).exists()]
+            needed = {"rgb": rec.files["rgb"]} if (self.rgb_only and "rgb" in rec.files) else rec.files
+            missing = [str(p) for p in needed.values() if not Path(p).exists()]
             if missing:
                 self.skipped += 1
                 logger.warning("%s: skipping sample %s, missing file(s): %s", self.NAME, rec.id, ", ".join(missing))
@@ -375,6 +381,8 @@ class PanoramaDataset(Dataset):
     def get_sample(self, index: int) -> Dict[str, Any]:
         """The processed sample dict of ``index`` (raises on bad data, never skips)."""
         record = self.records[index]
+        if self.rgb_only and "rgb" in record.files:
+            return self._rgb_sample(record)
         raw = self.load_raw(index)
         sample = self.process(raw, record)
         if self.augment:
@@ -385,6 +393,21 @@ class PanoramaDataset(Dataset):
         if self.return_cubemap:
             sample.update(self.cubemaps(sample))
         return sample
+
+    def _rgb_sample(self, record: SampleRecord) -> Dict[str, Any]:
+        """The RGB of ``record`` alone (``rgb_only``), resized like :meth:`process` does."""
+        from pager.data.readers._io import read_rgb
+
+        path = Path(record.files["rgb"])
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.NAME} sample {record.id}: rgb file not found: {path}")
+        try:
+            rgb = rgb_to_tensor(read_rgb(path, what=f"{self.NAME} rgb"), what=f"{self.NAME} rgb of {record.id}")
+        except (OSError, ValueError) as exc:
+            raise BadSampleError(f"{self.NAME} sample {record.id}: {exc}") from exc
+        h = self.height if self.height is not None else rgb.shape[-2]
+        rgb = resize_rgb(rgb, h, 2 * h)
+        return {"id": record.id, "rgb": rgb.contiguous(), "scene_type": record.scene_type, "dataset": self.NAME}
 
     def process(self, raw: RawSample, record: SampleRecord) -> Dict[str, Any]:
         """Shared processing of a decoded sample: tensors, masks, resizing, evaluation band."""

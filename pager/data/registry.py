@@ -5,6 +5,7 @@ from typing import Dict, Optional, Type
 
 from pager.data.dataset import PanoramaDataset, PathLike
 from pager.data.readers import (
+    Images,
     Matterport3D360,
     PanoInfinigen,
     Replica360_4K,
@@ -16,7 +17,7 @@ from pager.data.readers import (
 
 DATASETS: Dict[str, Type[PanoramaDataset]] = {
     cls.NAME: cls
-    for cls in (PanoInfinigen, Matterport3D360, Stanford2D3DS, ScannetPP, Structured3D, Replica360_4K, Synthetic)
+    for cls in (PanoInfinigen, Matterport3D360, Stanford2D3DS, ScannetPP, Structured3D, Replica360_4K, Synthetic, Images)
 }
 
 

@@ -78,7 +78,7 @@ __all__ = [
 TASKS: Tuple[str, ...] = ("depth", "normals", "edges", "seams")
 #: Kinds of problems a prediction file can have (status values in the per-sample CSV besides ``ok``).
 PROBLEM_KINDS: Tuple[str, ...] = ("missing", "unreadable", "bad_dtype", "bad_shape", "nonfinite", "empty_mask",
-                                  "alignment_failed", "nonfinite_metric")
+                                  "alignment_failed", "nonfinite_metric", "bad_sample")
 
 
 class PredictionProblem(ValueError):
@@ -355,6 +355,32 @@ def _check_planned(out_dir: Path, tag: str, write: bool, overwrite: bool, ds: An
         check_outputs(planned, overwrite=overwrite, what="evaluation output")
 
 
+class SkipBadSamples(torch.utils.data.Dataset):
+    """``--skip_bad_samples``: a dataset whose unreadable ground-truth sample ``i`` becomes
+    ``{"id": <its id>, "bad_sample": <reason>}`` (never another sample); the runners count it as a
+    ``bad_sample`` problem. Other attributes are those of the wrapped dataset."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "ds":
+            raise AttributeError(name)
+        return getattr(self.ds, name)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> Dict[str, Any]:
+        get = getattr(self.ds, "get_sample", self.ds.__getitem__)
+        try:
+            return get(i)
+        except (OSError, ValueError, KeyError) as exc:
+            records = getattr(self.ds, "records", None)
+            sid = records[i].id if records is not None else str(i)
+            return {"id": sid, "bad_sample": str(exc)}
+
+
 def _iter_samples(ds: Any, indices: Sequence[int], num_workers: int) -> Iterable[Dict[str, Any]]:
     """Yield ``ds[i]`` for ``indices`` (optionally decoded by DataLoader workers, order kept)."""
     if num_workers <= 0:
@@ -476,6 +502,10 @@ def _run_loop(*, task: str, tag: str, ds: Any, dataset_name: Optional[str], eval
             sid = str(sample["id"])
             known_ids.add(sid)
             path = pred_paths.get(idx, eval_dir / f"{sid}.npz")
+            if "bad_sample" in sample:  # --skip_bad_samples: unreadable ground truth
+                report(PredictionProblem("bad_sample", sid, path, f"ground truth skipped: {sample['bad_sample']}"))
+                bar.update(1)
+                continue
             try:
                 hw = tuple(sample["depth"].shape[-2:]) if (check_shape and "depth" in sample) else None
                 pred = load_prediction(path, pred_kind, sid, hw)
@@ -837,6 +867,9 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> argparse.Argume
                         help="scene types to evaluate (default: both)")
     parser.add_argument("--strict", action="store_true",
                         help="fail on a missing, unreadable, wrongly shaped or non-finite prediction")
+    parser.add_argument("--skip_bad_samples", action="store_true",
+                        help="count and skip samples whose ground truth cannot be read (listed as 'bad_sample') "
+                             "instead of stopping")
     parser.add_argument("--output_dir", type=str, default=None,
                         help="where to write the reports (default: next to the 'eval' folder)")
     parser.add_argument("--device", type=str, default=None, help="torch device (default: cuda if available)")
@@ -890,6 +923,12 @@ def run_task(args: argparse.Namespace, task: str) -> EvaluationResult:
     """Run ``task`` with parsed arguments and return its result (files written)."""
     common = dict(strict=args.strict, output_dir=args.output_dir, device=args.device,
                   overwrite=bool(getattr(args, "overwrite", False)))
+    if getattr(args, "skip_bad_samples", False) and args.dataset is not None:
+        from pager.data import build_dataset
+
+        if args.data_path is None:
+            raise ValueError("--data_path is required with --dataset")
+        args.dataset = SkipBadSamples(build_dataset(args.dataset, args.data_path, split=args.split, scenes=args.scenes))
     if task == "depth":
         return evaluate_depth(args.pred_path, args.data_path, args.dataset, args.alignment_type, split=args.split,
                               scenes=args.scenes, latitude_weighting=args.latitude_weighting,

@@ -41,11 +41,12 @@ Parameters, so ``state_dict()`` keys and values are unchanged.
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
+
+from pager.geometry.caching import cached_tensors
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -113,7 +114,7 @@ def _source_of(
     return src_face, row2 * fs + col2
 
 
-@functools.lru_cache(maxsize=64)
+@cached_tensors(maxsize=64)
 def _pad_table(fs: int, sides: Sides, mode: str = "reference"):
     """Channel-independent table of the padded pixels of one panorama's 6 faces.
 
@@ -161,7 +162,7 @@ def _pad_table(fs: int, sides: Sides, mode: str = "reference"):
 _FULL_GATHER_MAX_FACE = 32
 
 
-@functools.lru_cache(maxsize=256)
+@cached_tensors(maxsize=256)
 def _pad_index_one(fs: int, sides: Sides, channels: int, mode: str = "reference"):
     """Flat (long, CPU) gather/scatter indices over one panorama ``[6*C*F*F] -> [6*C*Hp*Wp]``."""
     left, right, top, bottom = sides
@@ -201,7 +202,7 @@ def _pad_index_one(fs: int, sides: Sides, channels: int, mode: str = "reference"
     return out, src_stride_f * 6, dst_stride_f * 6
 
 
-@functools.lru_cache(maxsize=256)
+@cached_tensors(maxsize=256)
 def _pad_index(fs: int, sides: Sides, channels: int, n: int, device: torch.device, mode: str = "reference"):
     """1-D indices over a whole batch of ``n`` panoramas (flat input / output), on ``device``; int32
     where it fits (1-D ``index_select`` with them is the fastest gather on the CPU)."""

@@ -15,11 +15,12 @@ indices are computed once per (sizes, device, dtype) in float64 and cached.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional, Tuple
 
 import torch
+
+from pager.geometry.caching import cached_tensors
 import torch.nn.functional as F
 
 from pager.geometry.sphere import DeviceLike, _normalize_device, _resolve_dtype, directions_to_angles
@@ -95,7 +96,7 @@ def _face_points64(face_size: int) -> torch.Tensor:
     return pts
 
 
-@functools.lru_cache(maxsize=32)
+@cached_tensors(maxsize=32)
 def _cube_dirs_cached(face_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     pts = _face_points64(face_size)
     dirs = pts / pts.norm(dim=1, keepdim=True)
@@ -140,7 +141,7 @@ def uv_positional_encoding(face_size: int, device: DeviceLike = None, dtype: Opt
 # --------------------------------------------------------------------------------------------------
 # ERP -> cubemap
 # --------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=2)  # float64 intermediates: only the final grids/indices are kept long
+@cached_tensors(maxsize=2)  # float64 intermediates: only the final grids/indices are kept long
 def _e2c_pixel_coords(height: int, width: int, face_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Float64 ERP pixel coordinates (x in [-0.5, W-0.5], y in [-0.5, H-0.5]) of every face pixel,
     each ``[6*F, F]`` (faces stacked vertically), exactly pytorch360convert's ``e2c`` positions."""
@@ -150,7 +151,7 @@ def _e2c_pixel_coords(height: int, width: int, face_size: int) -> Tuple[torch.Te
     return x.reshape(6 * face_size, face_size), y.reshape(6 * face_size, face_size)
 
 
-@functools.lru_cache(maxsize=32)
+@cached_tensors(maxsize=32)
 def _e2c_grid(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """grid_sample grid ``[1, 6F, F, 2]`` (align_corners=False) into the ERP padded by one column on
     each side (circular), so that the longitude seam interpolates across the wrap."""
@@ -160,7 +161,7 @@ def _e2c_grid(height: int, width: int, face_size: int, device: torch.device, dty
     return torch.stack((gx, gy), dim=-1).unsqueeze(0).to(dtype).to(device).contiguous()
 
 
-@functools.lru_cache(maxsize=32)
+@cached_tensors(maxsize=32)
 def _e2c_nearest_index(height: int, width: int, face_size: int, device: torch.device) -> torch.Tensor:
     x, y = _e2c_pixel_coords(height, width, face_size)
     col = torch.remainder(torch.round(x), width).long()
@@ -216,7 +217,7 @@ def erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear", st
 # --------------------------------------------------------------------------------------------------
 # cubemap -> ERP
 # --------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=2)  # float64 intermediates: only the final grids/indices are kept long
+@cached_tensors(maxsize=2)  # float64 intermediates: only the final grids/indices are kept long
 def _c2e_face_coords(height: int, width: int, face_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For every ERP pixel centre: face index ``[H, W]`` (long) and continuous face pixel coordinates
     (column, row) in ``[0, F-1]`` (float64), the exact inverse of the ``e2c`` face grid."""
@@ -238,7 +239,7 @@ def _c2e_face_coords(height: int, width: int, face_size: int) -> Tuple[torch.Ten
     return face, col, row
 
 
-@functools.lru_cache(maxsize=32)
+@cached_tensors(maxsize=32)
 def _c2e_grid(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """grid_sample grid ``[1, H, W, 2]`` (align_corners=False) into the vertical strip of the 6 faces ``[6*F, F]``.
 
@@ -255,7 +256,7 @@ def _c2e_grid(height: int, width: int, face_size: int, device: torch.device, dty
     return torch.stack((gx, gy), dim=-1).unsqueeze(0).to(dtype).to(device).contiguous()
 
 
-@functools.lru_cache(maxsize=32)
+@cached_tensors(maxsize=32)
 def _c2e_nearest_index(height: int, width: int, face_size: int, device: torch.device) -> torch.Tensor:
     face, col, row = _c2e_face_coords(height, width, face_size)
     c = torch.round(col).long()

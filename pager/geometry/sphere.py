@@ -6,11 +6,12 @@ public functions return fresh copies so callers may modify them in place.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional, Tuple, Union
 
 import torch
+
+from pager.geometry.caching import cached_tensors
 
 DeviceLike = Union[str, torch.device, None]
 
@@ -47,7 +48,7 @@ def _to(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tens
     return t.to(dtype).to(device).contiguous()
 
 
-@functools.lru_cache(maxsize=64)
+@cached_tensors(maxsize=64)
 def _angles_cached(height: int, width: int, device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
     j = torch.arange(width, dtype=torch.float64)
     i = torch.arange(height, dtype=torch.float64)
@@ -58,7 +59,7 @@ def _angles_cached(height: int, width: int, device: torch.device, dtype: torch.d
     return _to(theta_hw, device, dtype), _to(phi_hw, device, dtype)
 
 
-@functools.lru_cache(maxsize=64)
+@cached_tensors(maxsize=64)
 def _directions_cached(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     theta, phi = _angles_cached.__wrapped__(height, width, torch.device("cpu"), torch.float64)  # uncached
     dirs = angles_to_directions(theta, phi, dim=0)

@@ -184,6 +184,29 @@ def _looks_like_repo_id(text: str) -> bool:
     )
 
 
+#: Names of the embedded default model accepted wherever a checkpoint is taken (``--checkpoint_path``).
+EMBEDDED_CHECKPOINTS = {
+    "default": "",  # both modalities (a folder with depth/ and normals/)
+    "default/depth": "depth",
+    "default/normals": "normals",
+    "default/normal": "normals",
+}
+
+
+def embedded_checkpoint(name: PathLike) -> Optional[Path]:
+    """The folder of an embedded-model name (``default``, ``default/depth``, ``default/normals``), else ``None``.
+
+    Raises ``FileNotFoundError`` when the name is used but the weights are not installed.
+    """
+    key = os.fspath(name).strip().rstrip("/\\").replace("\\", "/")
+    if key not in EMBEDDED_CHECKPOINTS:
+        return None
+    folder = DEFAULT_WEIGHTS_DIR / EMBEDDED_CHECKPOINTS[key] if EMBEDDED_CHECKPOINTS[key] else DEFAULT_WEIGHTS_DIR
+    if not folder.is_dir():
+        raise FileNotFoundError(f"checkpoint {key!r}: the embedded default model is not installed ({folder} is missing)")
+    return folder
+
+
 def resolve_folder(
     path_or_repo_id: PathLike,
     what: str = "checkpoint",
@@ -196,6 +219,9 @@ def resolve_folder(
     that can be obtained (offline mode reads only the local cache).
     """
     text = os.fspath(path_or_repo_id)
+    named = embedded_checkpoint(text)
+    if named is not None:
+        return named
     local = Path(text).expanduser()
     if local.exists():
         if not local.is_dir():

@@ -35,10 +35,11 @@ Rotation
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
+
+from pager.geometry.caching import cached_tensors
 from torch import Tensor
 
 __all__ = [
@@ -82,7 +83,7 @@ def _check_hw(hw: int) -> int:
     return hw
 
 
-@functools.lru_cache(maxsize=32)
+@cached_tensors(maxsize=32)
 def _positions_f64(hw: int) -> Tensor:
     """(theta, phi) of every token, float64 on CPU, order (face, row, col): [6*hw*hw, 2]."""
     with torch.inference_mode(False), torch.no_grad():
@@ -113,7 +114,7 @@ def _positions_f64(hw: int) -> Tensor:
         return torch.stack([theta.reshape(-1), phi.reshape(-1)], dim=-1)
 
 
-@functools.lru_cache(maxsize=64)
+@cached_tensors(maxsize=64)
 def _positions_cached(hw: int, device: torch.device, dtype: torch.dtype, token_order: str) -> Tensor:
     with torch.inference_mode(False), torch.no_grad():
         pos = _positions_f64(hw)
@@ -184,7 +185,7 @@ def rope_frequencies(head_dim: int, dtype: torch.dtype = torch.float64, base: fl
     return axis(n_theta), axis(n_phi)
 
 
-@functools.lru_cache(maxsize=64)
+@cached_tensors(maxsize=64)
 def _cos_sin_cached(
     hw: int, head_dim: int, device: torch.device, dtype: torch.dtype, token_order: str
 ) -> tuple[Tensor, Tensor]:

@@ -80,6 +80,7 @@ class TrainResult:
     epoch: int
     checkpoint_dir: Optional[Path]
     val_metrics: Dict[str, float] = field(default_factory=dict)
+    skipped: int = 0  # bad samples skipped (data.skip_bad_samples)
     tiny_val_metrics: Dict[str, float] = field(default_factory=dict)
     last_losses: Dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
@@ -302,10 +303,13 @@ class Trainer:
         common = dict(
             name=str(cfg.data.dataset), data_path=str(cfg.data.data_path), scenes=str(_get(cfg, "data.scenes", "both")),
             debug=bool(_get(cfg, "debug", False)), height=_get(cfg, "data.height"),
+            skip_bad_samples=bool(_get(cfg, "data.skip_bad_samples", False)),
         )
         self.train_ds = build_dataset(split="train", augment=False, **common)
         self.val_ds = build_dataset(split="val", **common) if bool(_get(cfg, "validation.run_validation", False)) else None
         self.tiny_val_ds = build_dataset(split="tiny_val", **common) if bool(_get(cfg, "validation.run_tiny_validation", False)) else None
+        if not getattr(type(self.train_ds), "HAS_GROUND_TRUTH", True):
+            raise ValueError(f"dataset {cfg.data.dataset!r} has no ground truth: it cannot be used for training")
         if self.modality == "normals" and not type(self.train_ds).HAS_NORMALS:
             raise ValueError(f"dataset {cfg.data.dataset!r} has no ground-truth normals: it cannot train a normals model")
 
@@ -317,6 +321,9 @@ class Trainer:
         cfg = self.cfg
         ckpt = _get(cfg, "model.checkpoint_path")
         self.ckpt_folder: Optional[Path] = None
+        if ckpt and str(ckpt).strip().rstrip("/") == "default":  # the embedded model: its UNet of this modality
+            ckpt = f"default/{self.modality}"
+            logger.info("checkpoint_path 'default': fine-tuning the embedded default model's %s UNet", self.modality)
         if ckpt:
             folder = resolve_folder(str(ckpt), "checkpoint_path", allow_pickle=self.allow_pickle)
             raw = read_checkpoint_config(folder)
@@ -764,6 +771,11 @@ class Trainer:
             result.checkpoint_dir = resolve_checkpoint(self.run_dir, "checkpoint-last")
         acc.end_training()
         logger.info("training finished at step %d; checkpoint %s", result.global_step, result.checkpoint_dir)
+        if bool(_get(cfg, "data.skip_bad_samples", False)):
+            # listing-time skips and decode failures seen in this process (DataLoader workers log their own)
+            result.skipped = sum(int(getattr(ds, "skipped", 0)) for ds in (self.train_ds, self.val_ds, self.tiny_val_ds) if ds is not None)
+            logger.warning("skip_bad_samples: %d bad sample(s) skipped (missing files at listing, decode failures in "
+                           "this process; workers log theirs as they happen)", result.skipped)
         return result
 
 
