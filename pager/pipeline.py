@@ -185,11 +185,13 @@ class PagerPipeline:
 
     def to(self, device: Union[str, torch.device, None] = None, dtype: Union[str, torch.dtype, None] = None) -> "PagerPipeline":
         """Move the model (like ``nn.Module.to``); returns ``self``."""
+        from pager.model.pager_model import device_dtype
+
         kwargs: Dict[str, Any] = {}
         if device is not None:
             kwargs["device"] = torch.device(device)
         if dtype is not None:
-            kwargs["dtype"] = parse_dtype(dtype)
+            kwargs["dtype"] = device_dtype(parse_dtype(dtype), kwargs.get("device", self.model.device))
         self.model.to(**kwargs)
         return self
 

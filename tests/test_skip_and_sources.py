@@ -135,7 +135,7 @@ def test_train_accepts_the_default_model_and_skips_bad_samples(tmp_path, source)
         "data.skip_bad_samples": True, "training.num_workers": 0, "training.max_train_steps": 1,
         "training.gradient_checkpointing": False, "validation.run_validation": False,
         "validation.run_tiny_validation": False, "logging.report_to": "none", "logging.save_path": str(tmp_path / "runs"),
-        "logging.run_name": "ft"})
+        "logging.run_name": "ft", "model.enable_xformers": True})
     try:
         result = train(cfg, overrides={"model.face_size": 32})
     finally:
@@ -143,6 +143,10 @@ def test_train_accepts_the_default_model_and_skips_bad_samples(tmp_path, source)
         GradientState._reset_state()
         PartialState._reset_state()
     assert result.global_step == 1 and result.skipped == 1
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(result.checkpoint_dir / "config.yaml")  # the attention that actually ran (no xformers here)
+    assert saved.model.attention_backend == "sdpa" and saved.model.enable_xformers is False
     model = Pager.from_pretrained(str(result.checkpoint_dir), device="cpu")
     assert model.modalities == ("depth",)
 
@@ -163,3 +167,29 @@ def test_tables_built_during_inference_serve_training():
     y = x.clone().requires_grad_(True)
     step(y).backward()
     assert y.grad is not None and torch.isfinite(y.grad).all()
+
+
+@pytest.mark.parametrize("metric", [False, True], ids=["relative", "metric"])
+def test_depth_files_record_their_unit(tmp_path, metric):
+    """16-bit PNG, PLY header and point clouds from saved predictions say 'relative' for relative-depth models."""
+    from pager.cli.main import main
+
+    ck = build_tiny_checkpoint(tmp_path / "ck", seed=0, base_dir=tmp_path / "base", face_size=16, metric_depth=metric)
+    want = "metres" if metric else "relative"
+    img = tmp_path / "pano.png"
+    Image.fromarray((np.random.default_rng(0).random((16, 32, 3)) * 255).astype(np.uint8)).save(img)
+    assert main(["predict", str(img), "--out", str(tmp_path / "p"), "--checkpoint_path", str(ck), "--no_progress"]) == 0
+    assert Image.open(tmp_path / "p" / "pano_depth16.png").info["pager:depth_unit"] == want
+    assert main(["pointcloud", str(img), "--out", str(tmp_path / "c.ply"), "--checkpoint_path", str(ck),
+                 "--keep_flying_pixels"]) == 0
+    header = (tmp_path / "c.ply").read_bytes().split(b"end_header")[0].decode()
+    assert f"comment depth_unit {want}" in header and ("metres" in header) == metric
+    data, _ = _dataset(tmp_path)
+    from pager.cli.infer import main as infer_main
+
+    assert infer_main(["--checkpoint_path", str(ck), "--data_path", str(data), "--dataset", "Synthetic",
+                       "--results_path", str(tmp_path / "r"), "--generate_eval", "--no_progress"]) == 0
+    assert main(["pointcloud", "--depth_path", str(tmp_path / "r" / "ck"), "--dataset", "Synthetic",
+                 "--data_path", str(data), "--format", "ply", "--out", str(tmp_path / "clouds")]) == 0
+    ply = next((tmp_path / "clouds").glob("*.ply")).read_bytes().split(b"end_header")[0].decode()
+    assert f"comment depth_unit {want}" in ply

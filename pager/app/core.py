@@ -253,7 +253,8 @@ class DemoPredictor:
             result.depth_image = colorize_depth(depth, mask, colorbar=True, colorbar_label=label)
             save_image(folder / f"{stem}_depth_color.png", result.depth_image)
             scale = png16_scale_for(depth, mask)
-            save_depth_png16(folder / f"{stem}_depth_16bit.png", depth, scale=scale, mask=mask)
+            save_depth_png16(folder / f"{stem}_depth_16bit.png", depth, scale=scale, mask=mask,
+                             unit="metres" if unit == "m" else "relative")
             arrays.update(depth=depth, depth_mask=mask)
             meta["depth_png16_scale"] = scale
         if "normals" in mods:
@@ -277,6 +278,7 @@ class DemoPredictor:
                 mask=None if keep_invalid else valid,
                 normals=np.moveaxis(normals, -1, 0) if normals is not None else None,
                 max_points=int(max_points),
+                unit="metres" if unit == "m" else "relative",
             )
             if len(cloud) == 0:
                 raise ValueError("No valid depth pixel was left for the point cloud (everything masked).")

@@ -11,8 +11,9 @@ Writes, for a checkpoint named ``<ckpt>`` (the last part of its path or repo id)
                                                                (depth [H, W] in metres -- or relative units
                                                                for relative checkpoints --, normals [3, H, W]
                                                                unit vectors in PaGeR's world frame), plus
-                                                               ``mask`` (the prediction's valid pixels) and
-                                                               ``stitching`` (the resampling used)
+                                                               ``mask`` (the prediction's valid pixels),
+                                                               ``stitching`` (the resampling used) and,
+                                                               for depth, ``metric_depth`` (metres or relative)
 
 Depth is decoded with the checkpoint's own depth range (never the dataset's) and masks are kept separate
 from the predictions. Under ``accelerate launch --num_processes N`` (``--cpu`` for CPU processes) the samples
@@ -230,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
             rgb = torch.stack([s["rgb"] for s in samples]).to(device)
             with torch.inference_mode():
                 pred = model.predict(rgb, face_size=face_size, output_size=(h, w), stitching=stitching)
-            written += _write_chunk(chunk, samples, pred, model.modalities, ids, roots, cfg, freq, stitching)
+            written += _write_chunk(chunk, samples, pred, model.modalities, ids, roots, cfg, freq, stitching,
+                                    {m: bool(model.configs[m].metric_depth) for m in model.modalities})
         bar.update(min(batch_size, len(mine) - start))
     bar.close()
     state.wait_for_everyone()
@@ -246,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_chunk(chunk: List[int], samples: List[dict], pred: dict, modalities: Sequence[str], ids: List[str],
-                 roots: dict, cfg: Any, freq: int, stitching: str) -> int:
+                 roots: dict, cfg: Any, freq: int, stitching: str, metric: dict) -> int:
     """Write the eval npz / example images of one predicted chunk; returns the number of files written."""
     from pager.export import mosaic, save_image, save_npz
 
@@ -259,8 +261,9 @@ def _write_chunk(chunk: List[int], samples: List[dict], pred: dict, modalities: 
             else:
                 arr, mask = pred["normals"][k].cpu().numpy(), pred["normals_mask"][k].cpu().numpy()
             if cfg.generate_eval:
+                extra = {"metric_depth": np.bool_(metric[m])} if m == "depth" else {}
                 save_npz(roots[m] / "eval" / f"{sample_id}.npz", arr_0=arr.astype(np.float32), mask=mask,
-                         stitching=np.str_(stitching))
+                         stitching=np.str_(stitching), **extra)
                 written += 1
             if freq and i % freq == 0:
                 image = _prediction_image(m, arr)

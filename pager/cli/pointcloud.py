@@ -361,7 +361,10 @@ def run_predictions(args: argparse.Namespace) -> int:
         if mod == "normals":
             colors = None  # coloured by the normals
 
-        cloud = erp_point_cloud(depth, colors, mask=mask, normals=normals, **kwargs)
+        unit = "unknown"  # inference.py records metric_depth in its npz; older files do not
+        if "metric_depth" in depth_data:
+            unit = "metres" if bool(np.asarray(depth_data["metric_depth"])) else "relative"
+        cloud = erp_point_cloud(depth, colors, mask=mask, normals=normals, unit=unit, **kwargs)
         if len(cloud) == 0:
             missing.append(f"points for {sample_id} (every pixel was invalid or dropped)")
             continue
@@ -409,12 +412,12 @@ def run_image(args: argparse.Namespace) -> int:
     mask = None if args.keep_invalid else result.mask[0]  # AND of the depth and normals masks
     normals = result.normals[0] if result.normals is not None else None
     colors = result.rgb[0] if mod == "rgb" else None
-    cloud = erp_point_cloud(depth, colors, mask=mask, normals=normals, **kwargs)
+    unit = "metres" if result.metadata[0].get("depth_unit", "m") == "m" else "relative"
+    cloud = erp_point_cloud(depth, colors, mask=mask, normals=normals, unit=unit, **kwargs)
     if len(cloud) == 0:
         raise ValueError(f"{image}: no valid point left (every pixel was invalid, too far or a flying pixel; "
                          "see --keep_invalid, --max_depth, --keep_flying_pixels)")
     save_point_cloud(out, cloud, fmt)
-    unit = result.metadata[0].get("depth_unit", "m")
     print(f"wrote {len(cloud)} points to {out} (depth unit: {unit})")
     return 0
 

@@ -3,7 +3,8 @@
 For every input image ``<stem>`` it writes, atomically, into ``--out``:
 
 * ``<stem>_depth.png``     depth colormap (Spectral, near = red; clipped at the 99th percentile; grey = invalid)
-* ``<stem>_depth16.png``   16-bit depth, ``value = round(depth * depth_scale)`` (millimetres by default; 0 = invalid)
+* ``<stem>_depth16.png``   16-bit depth, ``value = round(depth * depth_scale)`` (millimetres by default for metric
+  models; relative-depth models store unit-free values; the PNG's ``pager:depth_unit`` says which; 0 = invalid)
 * ``<stem>_normals.png``   normals as RGB, ``(n + 1) / 2`` with x forward, y up, z right
 * ``<stem>.npz``           ``depth [H, W]`` (metres, or relative for non-metric checkpoints), ``depth_mask``,
   ``normals [H, W, 3]`` (unit, PaGeR world frame), ``normals_mask``, ``rgb [H, W, 3]`` uint8, and
@@ -41,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="float32", choices=("float32", "fp32", "float16", "fp16", "bfloat16", "bf16"))
     parser.add_argument("--enable_xformers", action="store_true", help="xformers attention (falls back to SDPA with a warning)")
     parser.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
-    parser.add_argument("--depth_scale", type=float, default=1000.0, help="16-bit PNG steps per metre (default 1000: mm)")
+    parser.add_argument("--depth_scale", type=float, default=1000.0,
+                        help="16-bit PNG steps per depth unit (default 1000: millimetres for metric models)")
     parser.add_argument("--stitching", default="exact", choices=("exact", "reference"),
                         help="ERP<->cube resampling: exact (default) or reference (the original project's, to "
                              "reproduce its published numbers; output widths must be multiples of 4)")
@@ -109,7 +111,8 @@ def write_outputs(stem: str, out_dir: Path, result: Dict[str, Any], meta: Dict[s
     if result.get("depth") is not None:
         depth, mask = result["depth"], result["depth_mask"]
         written.append(save_image(out_dir / f"{stem}_depth.png", colorize_depth(depth, mask)))
-        written.append(save_depth_png16(out_dir / f"{stem}_depth16.png", depth, scale=depth_scale, mask=mask))
+        written.append(save_depth_png16(out_dir / f"{stem}_depth16.png", depth, scale=depth_scale, mask=mask,
+                                        unit="metres" if meta.get("metric_depth") else "relative"))
         arrays.update(depth=depth, depth_mask=mask, metric_depth=np.bool_(meta.get("metric_depth", False)),
                       min_depth=np.float32(meta.get("min_depth", 0.0)), max_depth=np.float32(meta.get("max_depth", 0.0)),
                       log_scale=np.bool_(meta.get("log_scale", True)))

@@ -8,7 +8,8 @@ The default ``scale = 1000`` stores millimetres (the common convention of depth 
 covers ``(0, 65.535]`` m in 1 mm steps; use e.g. ``scale = 500`` for outdoor scenes up to 131 m.
 Depths above ``65535 / scale`` are clipped to 65535 with a warning. The scale is also written into
 the PNG as the text chunk ``pager:depth_scale`` so :func:`load_depth_png16` can decode the file
-without being told.
+without being told, and the unit as ``pager:depth_unit`` (``metres``, or ``relative`` for relative-depth
+models, whose values are unit-free: then the steps are 1/scale of the model's relative unit).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 
 DEFAULT_DEPTH_SCALE = 1000.0
 PNG_SCALE_KEY = "pager:depth_scale"
+PNG_UNIT_KEY = "pager:depth_unit"
 _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
@@ -47,9 +49,13 @@ def save_depth_png16(
     depth_m: ArrayLike,
     scale: float = DEFAULT_DEPTH_SCALE,
     mask: Optional[ArrayLike] = None,
+    unit: str = "metres",
 ) -> Path:
     """Write depth ``[H, W]`` (metres; ``[1, H, W]`` accepted) as a 16-bit PNG with ``value = round(depth * scale)``.
 
+    ``unit`` is what the depth is in, ``"metres"`` or ``"relative"`` (a relative-depth model: unit-free, so the
+    stored steps are 1/scale of that unit, not millimetres); it is written as the text chunk
+    ``pager:depth_unit`` beside ``pager:depth_scale``.
     Invalid pixels (``mask == False``, NaN) are written as 0. Negative depths raise ``ValueError``;
     depths above ``65535 / scale`` (and ``+inf``) are clipped to 65535 and a warning says how many.
     Returns the path.
@@ -62,6 +68,8 @@ def save_depth_png16(
         raise ValueError(f"save_depth_png16: {path} must end in .png")
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"save_depth_png16: scale must be a positive number, got {scale}")
+    if unit not in ("metres", "relative", "unknown"):
+        raise ValueError(f"save_depth_png16: unit must be 'metres', 'relative' or 'unknown', got {unit!r}")
     d = _numpy(depth_m).astype(np.float64)
     if d.ndim == 3 and d.shape[0] == 1:
         d = d[0]
@@ -90,6 +98,7 @@ def save_depth_png16(
     q[~valid] = 0
     info = PngInfo()
     info.add_text(PNG_SCALE_KEY, repr(float(scale)))
+    info.add_text(PNG_UNIT_KEY, unit)
     img = Image.fromarray(q.astype(np.uint16))
     with atomic_write(path, "wb") as fh:
         img.save(fh, format="PNG", pnginfo=info)

@@ -31,6 +31,7 @@ DEFAULT_EDGE_THRESHOLD = 1.7
 DEFAULT_EDGE_TOLERANCE = 0.1
 #: flying pixels: extrapolation step in degrees of longitude/latitude (6 px at 512 px width)
 DEFAULT_EDGE_WINDOW_DEG = 360.0 * 6 / 512
+DEPTH_UNITS = ("metres", "relative", "unknown")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class PointCloud:
     points: np.ndarray
     colors: np.ndarray
     normals: Optional[np.ndarray] = None
+    unit: str = "metres"  # "metres" (metric depth), "relative" (up to an unknown scale) or "unknown"
 
     def __post_init__(self) -> None:
         if self.points.ndim != 2 or self.points.shape[1] != 3:
@@ -48,6 +50,8 @@ class PointCloud:
             raise ValueError(f"PointCloud.colors must be uint8 {self.points.shape}, got {self.colors.dtype} {self.colors.shape}")
         if self.normals is not None and self.normals.shape != self.points.shape:
             raise ValueError(f"PointCloud.normals must be {self.points.shape}, got {self.normals.shape}")
+        if self.unit not in DEPTH_UNITS:
+            raise ValueError(f"PointCloud.unit must be one of {DEPTH_UNITS}, got {self.unit!r}")
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -254,6 +258,7 @@ def erp_point_cloud(
     max_depth: Optional[float] = None,
     min_depth: float = 0.0,
     seed: int = 0,
+    unit: str = "metres",
 ) -> PointCloud:
     """Back-project an ERP depth map to a coloured point cloud in our world frame.
 
@@ -270,6 +275,8 @@ def erp_point_cloud(
             ``edge_tolerance`` and ``edge_window_deg``), found among the pixels kept so far (masked pixels
             cannot vouch for their neighbours).
         max_depth: drop pixels farther than this (e.g. sky saturated at the model's far limit).
+        unit: what the depth is in, recorded in the cloud (and the PLY header): ``"metres"`` for metric
+            models, ``"relative"`` for relative-depth models (unit-free), or ``"unknown"``.
         min_depth: drop pixels at or nearer than this (depth must be > 0 in any case).
 
     Dropped: non-finite or non-positive depth, ``mask == False``, ``depth > max_depth``, flying pixels,
@@ -346,7 +353,7 @@ def erp_point_cloud(
     if n_hw3 is not None:
         nn = n_hw3.reshape(-1, 3)[sel]
         out_n = (nn / nn.norm(dim=1, keepdim=True).clamp_min(1e-12)).cpu().numpy().astype(np.float32)
-    return PointCloud(pts.cpu().numpy().astype(np.float32), out_col.cpu().numpy().astype(np.uint8), out_n)
+    return PointCloud(pts.cpu().numpy().astype(np.float32), out_col.cpu().numpy().astype(np.uint8), out_n, unit=unit)
 
 
 def _ply_bytes(cloud: PointCloud) -> bytes:
@@ -361,8 +368,10 @@ def _ply_bytes(cloud: PointCloud) -> bytes:
         rec["nx"], rec["ny"], rec["nz"] = cloud.normals.T
     rec["red"], rec["green"], rec["blue"] = cloud.colors.T
     types = {"<f4": "float", "u1": "uchar"}
-    header = ["ply", "format binary_little_endian 1.0", "comment PaGeR point cloud: x forward, y up, z right (metres)",
-              f"element vertex {len(cloud)}"]
+    what = {"metres": "metres", "relative": "relative depth: unit-free, up to an unknown scale",
+            "unknown": "unit unknown"}[cloud.unit]
+    header = ["ply", "format binary_little_endian 1.0", f"comment PaGeR point cloud: x forward, y up, z right ({what})",
+              f"comment depth_unit {cloud.unit}", f"element vertex {len(cloud)}"]
     header += [f"property {types[t]} {name}" for name, t in fields]
     header.append("end_header")
     return ("\n".join(header) + "\n").encode("ascii") + rec.tobytes()

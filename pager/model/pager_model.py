@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -75,14 +74,39 @@ def xformers_available() -> bool:
     return True
 
 
+_XFORMERS_FALLBACK_WARNED = False
+
+
 def resolve_attention_backend(enable_xformers: bool) -> str:
-    """``"xformers"`` when requested and available; otherwise ``"sdpa"`` (with a warning if it was requested)."""
+    """``"xformers"`` when requested and available; otherwise ``"sdpa"`` (one warning per process if it was requested)."""
+    global _XFORMERS_FALLBACK_WARNED
     if enable_xformers:
         if xformers_available():
             return "xformers"
-        warnings.warn("enable_xformers: xformers is not installed; falling back to PyTorch SDPA attention", RuntimeWarning, stacklevel=3)
-        logger.warning("enable_xformers: xformers is not installed; using PyTorch SDPA attention")
+        if not _XFORMERS_FALLBACK_WARNED:
+            logger.warning("enable_xformers: xformers is not installed; using PyTorch SDPA attention")
+            _XFORMERS_FALLBACK_WARNED = True
     return "sdpa"
+
+
+def attention_backend_used(requested: str, device: Union[str, torch.device]) -> str:
+    """The backend that actually runs: xformers only on CUDA (elsewhere the layers fall back to SDPA)."""
+    return "xformers" if requested == "xformers" and torch.device(device).type == "cuda" else ("math" if requested == "math" else "sdpa")
+
+
+_CPU_FP16_WARNED = False
+
+
+def device_dtype(dtype: torch.dtype, device: Union[str, torch.device, None]) -> torch.dtype:
+    """``dtype`` for ``device``: float16 on the CPU becomes bfloat16 with a warning (CPU float16 kernels are
+    emulated: a prediction took 47.5 s instead of 1.3 s in float32); other combinations are unchanged."""
+    global _CPU_FP16_WARNED
+    if dtype == torch.float16 and device is not None and torch.device(device).type == "cpu":
+        if not _CPU_FP16_WARNED:
+            logger.warning("float16 is very slow on the CPU; using bfloat16 instead (pass float32 for full precision)")
+            _CPU_FP16_WARNED = True
+        return torch.bfloat16
+    return dtype
 
 
 def _vae_rope_on(value: Any) -> bool:
@@ -432,7 +456,8 @@ class Pager(nn.Module):
             panorama_layers=panorama_layers,
             enable_xformers=enable_xformers,
         )
-        model.to(device=torch.device(device) if device is not None else default_device(), dtype=dtype)
+        target = torch.device(device) if device is not None else default_device()
+        model.to(device=target, dtype=device_dtype(dtype, target))
         model.eval()
         return model
 

@@ -541,8 +541,14 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- checkpoints
     def _saved_config(self) -> DictConfig:
+        from pager.model.pager_model import attention_backend_used
+
         cfg = OmegaConf.create(OmegaConf.to_container(self.cfg, resolve=True))
         cfg.training.resume_path = None
+        # what ran, not what was asked for (xformers falls back to SDPA when missing or off CUDA)
+        used = attention_backend_used(getattr(self.pager, "attention_backend", "sdpa"), self.accelerator.device)
+        cfg.model.attention_backend = used
+        cfg.model.enable_xformers = used == "xformers"
         return cfg
 
     def save_checkpoint(self, name: str, with_state: bool) -> Path:
