@@ -35,15 +35,20 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--panoramas", type=int, nargs="+", default=[100, 101])
     ap.add_argument("--face_size", type=int, default=32)
+    ap.add_argument("--smoke", action="store_true", help="smallest settings: checks that the script runs (the numbers mean nothing)")
     args = ap.parse_args()
+    if args.smoke:
+        args.seeds, args.panoramas, args.face_size = [0], [100], 16
     torch.set_num_threads(1)
     os.environ.setdefault("PAGER_CACHE_DIR", tempfile.mkdtemp())
-    import test_model_seams as seams  # the statistic and the smooth panoramas of the test
+    import test_model_seams as seams  # the smooth panoramas and kernel symmetrisation of the test
+    from seam_measures import face_labels, local_border_jump_ratio  # the statistic
 
     from pager.model import Pager, build_tiny_checkpoint
 
     fs = seams.FS = args.face_size
     h = seams.H = 2 * fs
+    labels = face_labels(fs, h)
     rows = []
     d = cubemap_directions(fs, dtype=torch.float64)
     x, y, z = d.unbind(1)
@@ -52,9 +57,9 @@ def main() -> None:
     blur = {}
     for mode in ("reference", "geometric"):
         out = F.conv2d(cube_pad(cube, 2, mode=mode), w)
-        blur[mode] = seams.local_border_jump_ratio(cubemap_to_erp(out[None], h, 2 * h)[0, 0])
+        blur[mode] = local_border_jump_ratio(cubemap_to_erp(out[None], h, 2 * h)[0, 0], labels)
     out = F.conv2d(F.pad(cube, (2, 2, 2, 2)), w)
-    blur["zero"] = seams.local_border_jump_ratio(cubemap_to_erp(out[None], h, 2 * h)[0, 0])
+    blur["zero"] = local_border_jump_ratio(cubemap_to_erp(out[None], h, 2 * h)[0, 0], labels)
     rows.append(("blur5", "-", "-", blur))
     root = Path(tempfile.mkdtemp())
     for seed in args.seeds:
@@ -75,7 +80,7 @@ def main() -> None:
                             convert_to_cube_padding(net, mode=mode)
                     with torch.no_grad():
                         pred = model.forward_faces(faces, "depth").mean(2, keepdim=True)
-                    res[mode] = seams.local_border_jump_ratio(cubemap_to_erp(pred, h, 2 * h)[0, 0])
+                    res[mode] = local_border_jump_ratio(cubemap_to_erp(pred, h, 2 * h)[0, 0], labels)
                 rows.append(("model sym" if sym else "model raw", seed, pano, res))
     print(f"face size {fs}, ERP {h}x{2 * h}; border/inside jump ratio (1 = no seam)")
     print(f"{'case':<10} {'seed':>4} {'pano':>4} {'reference':>10} {'geometric':>10} {'zero':>10}")

@@ -30,7 +30,10 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--max_points", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true", help="smallest settings: checks that the script runs (the numbers mean nothing)")
     args = ap.parse_args()
+    if args.smoke:
+        args.height, args.max_points, args.repeat = 64, 1000, 1
     h, w = args.height, 2 * args.height
     rng = np.random.default_rng(0)
     rays = erp_directions(h, w, dtype=torch.float64).permute(1, 2, 0).numpy()

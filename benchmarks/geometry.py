@@ -90,7 +90,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         "--clock", choices=("wall", "cpu"), default="wall",
         help="wall: elapsed time; cpu: CPU time of this process (all threads), less sensitive to other load",
     )
+    ap.add_argument("--smoke", action="store_true", help="smallest settings: checks that the script runs (the numbers mean nothing)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.height, args.face, args.repeat, args.skip_peers, args.threads = 64, 32, 1, True, 1
     global CLOCK
     CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(args.threads)

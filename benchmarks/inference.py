@@ -170,7 +170,10 @@ def main() -> int:
     parser.add_argument("--layers", action="store_true",
                         help="full-size model, face 256: panorama-wide (joint attention, panorama GroupNorm, RoPE) vs per-face layers")
     parser.add_argument("--seams", action="store_true", help="tiny models: face-border jumps with and without cube padding")
+    parser.add_argument("--smoke", action="store_true", help="smallest settings: checks that the script runs (the numbers mean nothing)")
     args = parser.parse_args()
+    if args.smoke:
+        args.models, args.face_sizes, args.dtypes, args.repeats, args.warmup, args.threads = ["tiny"], [32], ["fp32"], 1, 0, 1
     if args._worker:
         print(json.dumps(worker(json.loads(args._worker))))
         return 0
@@ -197,18 +200,20 @@ def main() -> int:
     if args.device.startswith("cuda"):
         head += f" {'peak CUDA MB':>13}"
     print(head)
+    failed = 0
     for spec in specs:
         r = run_spec(spec, args.timeout)
         layers = "panorama" if spec.get("panorama_layers", True) else "per-face"
         if "error" in r:
             print(f"{spec['model']:<6} {layers:<9} {spec['face_size']:>5} {spec['dtype']:<5} error: {r['error']}")
+            failed += 1
             continue
         line = (f"{r['model']:<6} {layers:<9} {r['face_size']:>5} {r['dtype']:<5} {r['seconds']:>9.3f} "
                 f"{r['peak_rss_mb']:>12.0f} {r['rss_after_build_mb']:>13.0f}")
         if "peak_cuda_mb" in r:
             line += f" {r['peak_cuda_mb']:>13.0f}"
         print(line, flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -178,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="forwards per measurement (the fastest is kept)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help="smallest settings: checks that the script runs (the numbers mean nothing)")
     args = parser.parse_args(argv)
+    if args.smoke and not args.worker:
+        args.models, args.variants, args.face, args.threads = ["vae"], ["panorama"], 64, 1
     if args.face % 64:
         parser.error(f"--face must be a multiple of 64, got {args.face}")
 
@@ -190,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
     rows = []
+    failed = 0
     print(
         f"panorama-wide layers vs per-face layers: face {args.face} px, {args.panoramas} panorama(s) "
         f"({6 * args.panoramas} faces), {args.dtype}, {args.device}"
@@ -207,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode:
                 print(f"{model:<5} {variant:<14} FAILED: {proc.stderr.strip().splitlines()[-1:]}", flush=True)
+                failed += 1
                 continue
             row = json.loads(proc.stdout.strip().splitlines()[-1])
             rows.append(row)
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(rows, fh, indent=1)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -27,7 +27,10 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--widths", type=int, nargs="+", default=[512, 1024])
     ap.add_argument("--supersample", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--smoke", action="store_true", help="smallest settings: checks that the script runs (the numbers mean nothing)")
     args = ap.parse_args()
+    if args.smoke:
+        args.repeats, args.seeds, args.widths, args.supersample = 1, 1, [64], [1]
     render_scene(0, height=32)  # warm-up (noise table, imports)
     print(f"numpy {np.__version__}, python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

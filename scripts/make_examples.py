@@ -1,4 +1,5 @@
-"""Render the bundled example panoramas of the Gradio demo (``pager/assets/examples/*.jpg``).
+"""Render the bundled example panoramas (``pager/assets/examples/*.jpg``): the Gradio demo's three at
+``2*height x height`` and ``indoor_room_1024.jpg`` (1024x512, the README's timing and ``make demo`` input).
 
     python scripts/make_examples.py [--height 256] [--out pager/assets/examples]
 
@@ -19,6 +20,8 @@ EXAMPLES = (
     ("indoor_hall.jpg", 11, "indoor"),
     ("outdoor_street.jpg", 7, "outdoor"),
 )
+#: (file name, seed, kind, height): full-size examples, independent of --height
+LARGE_EXAMPLES = (("indoor_room_1024.jpg", 3, "indoor", 512),)
 
 
 def main(argv=None) -> int:
@@ -31,8 +34,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(REPO / "pager" / "assets" / "examples"))
     args = ap.parse_args(argv)
     out = Path(args.out)
-    for name, seed, kind in EXAMPLES:
-        pano = render_scene(seed, height=args.height, kind=kind, supersample=args.supersample)
+    jobs = [(name, seed, kind, args.height) for name, seed, kind in EXAMPLES] + list(LARGE_EXAMPLES)
+    for name, seed, kind, height in jobs:
+        pano = render_scene(seed, height=height, kind=kind, supersample=args.supersample)
         save_image(out / name, pano.rgb, quality=90)
         os.chmod(out / name, 0o644)  # package data: readable by everyone (temp files start as 0600)
         print(f"wrote {out / name} ({pano.rgb.shape[1]}x{pano.rgb.shape[0]}, {kind}, seed {seed})")

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default model (pager/weights/default) from scratch, on a CPU.
 #
-#   RUN=/work/default_run bash scripts/train_default.sh            # everything (about 1-2 h on 2 cores)
-#   STAGES="eval" RUN=/work/default_run bash scripts/train_default.sh   # only some stages
+#   bash scripts/train_default.sh                       # everything (about 1-2 h on 2 cores)
+#   STAGES=eval bash scripts/train_default.sh            # only some stages, e.g. the held-out evaluation
+#
+# Everything is written under RUN (default: runs/default_model inside this checkout; git ignores it), the
+# data under DATA (default: $RUN/data). The eval stage renders its 100 held-out panoramas first when they
+# are missing, so `STAGES=eval` works on its own: it evaluates the embedded model (no other stage needed).
 #
 # Stages: data vae base encode latent e2e package eval (default: all, in this order).
 # Seeds: training scenes `pager synth --seed 1000` (600 panoramas, 256x512), held-out evaluation scenes
@@ -11,7 +15,7 @@
 # oversubscribe the cores and run ~10x slower; the two modalities run in parallel instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=${RUN:-/work/default_run}
+RUN=${RUN:-runs/default_model}
 DATA=${DATA:-$RUN/data}
 STAGES=${STAGES:-"data vae base encode latent e2e package eval"}  # optional extra: select
 LATENT_STEPS=${LATENT_STEPS:-1200}
@@ -80,6 +84,9 @@ if has select; then  # checkpoints were compared on 16 separate validation panor
   pager synth --out "$DATA/val/Synthetic" --num 16 --height 256 --scenes both --seed 800000 --splits 0 0 1 --no-progress
 fi
 if has eval; then  # the 100 held-out panoramas, with our inference + evaluation scripts (default model: no --checkpoint_path)
+  if [ ! -d "$DATA/heldout/Synthetic" ]; then
+    pager synth --out "$DATA/heldout/Synthetic" --num 100 --height 256 --scenes both --seed 900000 --splits 0 0 1 --no-progress
+  fi
   python inference.py --dataset Synthetic --data_path "$DATA/heldout" --split test --results_path "$RUN/eval_default" \
     --pred_only --generate_eval --overwrite --no_progress
   python evaluation/depth_evaluation.py --pred_path "$RUN/eval_default/default-depth" --data_path "$DATA/heldout" --dataset Synthetic \

@@ -1,0 +1,30 @@
+"""Every benchmark script runs: ``python benchmarks/<name>.py --smoke`` (smallest settings) exits 0.
+
+The printed numbers are not checked (timings belong to the scripts, not to tests); a benchmark added later
+needs a ``--smoke`` option to pass this test.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py"))
+
+
+def test_benchmarks_exist():
+    assert len(SCRIPTS) >= 7
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_benchmark_runs_with_smallest_settings(script, tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PAGER_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, cwd=tmp_path,
+                         env=env, timeout=600)
+    assert out.returncode == 0, f"{script.name} --smoke failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+    assert out.stdout.strip(), f"{script.name} printed nothing"
+    assert "Traceback" not in out.stderr
