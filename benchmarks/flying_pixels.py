@@ -98,7 +98,11 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=256, help="ERP height (width 2x; the smears are given at width 512)")
     ap.add_argument("--no_model", action="store_true", help="skip (b), the default model's predictions")
     ap.add_argument("--edge_window", type=float, default=None, help="flying_pixel_mask window_deg (default: its default)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="smallest settings: checks that the script runs (the numbers mean nothing)")
     args = ap.parse_args()
+    if args.smoke:
+        args.num, args.height = 1, 64
     from pager.data.synthetic.raycast import render_scene
     from pager.export.pointcloud import DEFAULT_EDGE_WINDOW_DEG
 

@@ -89,7 +89,7 @@ VALUE_RULES: Dict[str, Rule] = {
     "seam_tolerance": NON_NEGATIVE, "splits": FRACTION,
     # physical quantities
     "depth_scale": POSITIVE, "min_depth": POSITIVE, "max_depth": POSITIVE, "max_file_mb": POSITIVE,
-    "edge_threshold": POSITIVE, "dbe_max_distance": POSITIVE,
+    "edge_threshold": POSITIVE, "edge_tolerance": POSITIVE, "edge_window": POSITIVE, "dbe_max_distance": POSITIVE,
     "pixel_jump_thresh": NON_NEGATIVE, "edge_mean_jump_thresh": NON_NEGATIVE, "min_broken_pixel_frac": FRACTION,
     # optimisation
     "learning_rate": POSITIVE, "lr_exp_warmup_steps": FRACTION_OPEN_TOP, "lr_final_ratio": Rule(low=0, high=1, low_inclusive=False),
