@@ -45,7 +45,11 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=1024, help="ERP height (width = 2x); default 1024")
     ap.add_argument("--face", type=int, default=768, help="cube face size; default 768 (the released models)")
     ap.add_argument("--freq", type=float, default=1.0, help="angular frequency of the field's oscillating term (default 1)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="smallest settings: checks that the script runs (the numbers mean nothing)")
     args = ap.parse_args()
+    if args.smoke:
+        args.height, args.face = 64, 32
     h, w, fs = args.height, 2 * args.height, args.face
     torch.set_grad_enabled(False)
     erp = field(erp_directions(h, w, dtype=torch.float64), args.freq)[None]  # [1, 1, H, W]

@@ -240,7 +240,7 @@ class InferenceConfig:
     dtype: Literal["float32", "fp32", "float16", "fp16", "bfloat16", "bf16"]
     device: Optional[str]
     skip_bad_samples: bool
-    threads: Optional[int]
+    stitching: Literal["exact", "reference"]
     training: TrainingSection
     model: ModelSection
     data: DataSection
