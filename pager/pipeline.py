@@ -245,7 +245,9 @@ class PagerPipeline:
                 raise ValueError(f"this model predicts {list(self.model.modalities)}; requested {list(wanted)}")
             warnings.warn(f"modalities {missing} are not loaded in this model; skipped", UserWarning, stacklevel=2)
         mods = [m for m in wanted if m in self.model.modalities]
-        face_size = int(face_size or self.model.default_face_size)
+        face_size = int(self.model.default_face_size if face_size is None else face_size)  # 0 is an error, not "default"
+        if face_size <= 0:
+            raise ValueError(f"face_size must be a positive number of pixels, got {face_size}")
         entries = _expand_inputs(images)
         n = len(entries)
         results: List[Dict[str, np.ndarray]] = [dict() for _ in range(n)]

@@ -196,3 +196,22 @@ def test_numeric_errors_come_before_any_work(tmp_path):
         assert out.returncode == 2
         assert f"argument {bad[0]}" in out.stderr and "Traceback" not in out.stderr
         assert not (tmp_path / "o").exists()
+
+
+def test_api_face_size_zero_is_an_error_not_the_default():
+    """``face_size=0`` must not silently mean "the checkpoint's face size" in the Python API either."""
+    import numpy as np
+    import torch
+
+    from pager.model import Pager, build_tiny_checkpoint
+    from pager.pipeline import PagerPipeline
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = build_tiny_checkpoint(Path(tmp) / "ck", face_size=16, base_dir=Path(tmp) / "base")
+        model = Pager.from_pretrained(str(ck), device="cpu")
+        with pytest.raises(ValueError, match="face_size"):
+            model.predict(torch.zeros(1, 3, 16, 32), face_size=0)
+        with pytest.raises(ValueError, match="face_size"):
+            PagerPipeline(model)(np.zeros((16, 32, 3), np.uint8), face_size=0, show_progress=False)

@@ -353,7 +353,7 @@ class Pager(nn.Module):
             raise ValueError(f"predict expects rgb_erp [B, 3, H, W], got {tuple(rgb_erp.shape)}")
         modalities = list(self.modalities if modalities is None else modalities)
         modalities = [self._check_modality(m) for m in modalities]
-        face_size = int(face_size or self.default_face_size)
+        face_size = int(self.default_face_size if face_size is None else face_size)  # 0 is an error, not "default"
         if face_size <= 0 or face_size % self.face_multiple:
             raise ValueError(f"face_size must be a positive multiple of {self.face_multiple}, got {face_size}")
         b, _, h, w = rgb_erp.shape
