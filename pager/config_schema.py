@@ -241,6 +241,7 @@ class InferenceConfig:
     device: Optional[str]
     skip_bad_samples: bool
     stitching: Literal["exact", "reference"]
+    seam_blend: bool
     training: TrainingSection
     model: ModelSection
     data: DataSection

@@ -213,6 +213,7 @@ class PagerPipeline:
         show_progress: bool = True,
         normalize_input: bool = False,
         stitching: str = "exact",
+        seam_blend: bool = False,
     ) -> PagerOutput:
         """Run the model on panoramas; see the module docstring for accepted inputs.
 
@@ -228,6 +229,9 @@ class PagerPipeline:
             stitching: ``"exact"`` (default) or ``"reference"``: the original PaGeR code's ERP<->cube resampling
                 (pytorch360convert 0.2.3), to reproduce its published numbers; output widths must then be
                 multiples of 4. Recorded in each image's metadata.
+            seam_blend: also predict on a cube turned by 45 deg and blend the two so that face borders do
+                not show (about 2x the time; see :meth:`pager.model.Pager.predict`). Useful with checkpoints
+                whose predictions step at the cube's face borders, such as the released ones.
         """
         from pager.geometry.cubemap import check_stitching
 
@@ -276,7 +280,7 @@ class PagerPipeline:
                 batch = batch.to(self.model.device) * 2.0 - 1.0
                 out_size = (int(output_height), 2 * int(output_height)) if output_height else (h, w)
                 pred = self.model.predict(batch, modalities=mods, face_size=face_size, output_size=out_size,
-                                          stitching=stitching)
+                                          stitching=stitching, seam_blend=seam_blend)
                 for k, i in enumerate(idx):
                     res: Dict[str, np.ndarray] = {}
                     if "depth" in pred:
@@ -294,15 +298,16 @@ class PagerPipeline:
                     masks = [res[f"{m}_mask"] for m in mods]
                     res["mask"] = np.logical_and.reduce(masks) if masks else None
                     results[i] = res
-                    metadata[i] = self._metadata(entries[i][1], (h, w), out_size, face_size, mods, stitching)
+                    metadata[i] = self._metadata(entries[i][1], (h, w), out_size, face_size, mods, stitching, seam_blend)
             bar.update(len(chunk))
         bar.close()
         return self._collect(results, metadata, mods)
 
     def _metadata(self, name: str, in_size: Tuple[int, int], out_size: Tuple[int, int], face_size: int,
-                  mods: Sequence[str], stitching: str = "exact") -> Dict[str, Any]:
+                  mods: Sequence[str], stitching: str = "exact", seam_blend: bool = False) -> Dict[str, Any]:
         meta: Dict[str, Any] = {"source": name, "input_size": tuple(in_size), "output_size": tuple(out_size),
-                                "face_size": face_size, "modalities": list(mods), "stitching": stitching}
+                                "face_size": face_size, "modalities": list(mods), "stitching": stitching,
+                                "seam_blend": bool(seam_blend)}
         for m in mods:
             cfg = self.model.configs[m]
             meta[f"{m}_checkpoint"] = cfg.name or cfg.source

@@ -194,3 +194,39 @@ def test_reference_stitching_needs_a_width_multiple_of_4(world, tmp_path):
         pipe(str(odd), face_size=16, stitching="reference", show_progress=False)
     with pytest.raises(ValueError, match="stitching must be one of"):
         pipe(str(odd), face_size=16, stitching="original", show_progress=False)
+
+
+@pytest.mark.parametrize("command", ["predict", "infer"])
+def test_seam_blend_option_reaches_the_model_and_the_files(world, tmp_path, monkeypatch, command):
+    """``--seam_blend`` of ``pager predict`` and ``inference.py``: the model runs its blended two-pass prediction
+    (off by default) and the files hold that prediction."""
+    calls = []
+    real = Pager.predict
+
+    def spy(self, *args, **kwargs):
+        calls.append(bool(kwargs.get("seam_blend", False)))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pager, "predict", spy)
+    arrays = {}
+    for flag in (False, True):
+        out = tmp_path / f"out_{flag}"
+        extra = ["--seam_blend"] if flag else []
+        if command == "predict":
+            argv = ["predict", str(world["imgs"] / "one.png"), "--out", str(out), "--checkpoint_path",
+                    str(world["depth"]), "--no_progress", *extra]
+            assert pager_main(argv) == 0
+            arrays[flag] = np.load(out / "one.npz")["depth"]
+        else:
+            from pager.cli.infer import main
+
+            assert main(infer_args(world, out, "--generate_eval", "--max_samples", "1", *extra)) == 0
+            (npz,) = (out / "PaGeR-tiny-depth" / "Synthetic" / "eval").glob("*.npz")
+            arrays[flag] = np.load(npz)["arr_0"]
+    assert calls == [False, True]
+    rgb = torch.from_numpy(np.asarray(Image.open(world["imgs"] / "one.png"), dtype=np.float32) / 255.0)
+    if command == "predict":
+        model = Pager.from_pretrained(str(world["depth"]), device="cpu")
+        blended = real(model, rgb.permute(2, 0, 1)[None] * 2 - 1, face_size=16, seam_blend=True)["depth"][0].numpy()
+        np.testing.assert_allclose(arrays[True], blended, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(arrays[True], arrays[False])

@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max_height", type=int, default=1024, help="downscale larger panoramas to this height")
     parser.add_argument("--face_size", type=int, default=None, help="cube face size (default: the checkpoint's)")
+    parser.add_argument("--seam_blend", action="store_true",
+                        help="tick 'hide cube seams' by default (a second, blended pass; about 2x time)")
     parser.add_argument("--max_file_mb", type=float, default=50.0, help="largest accepted upload in MB")
     parser.add_argument("--output_dir", default=None, help="where result files go (default: a temporary folder)")
     parser.add_argument("--stitching", default="exact", choices=("exact", "reference"),
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args)
     predictor = DemoPredictor(pipeline, output_root=args.output_dir, max_height=args.max_height,
                               face_size=args.face_size, max_file_mb=args.max_file_mb, stitching=args.stitching)
-    demo = build_demo(predictor)
+    demo = build_demo(predictor, seam_blend=args.seam_blend)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("serving on %s: the demo is reachable from other machines", args.host)
     demo.queue(default_concurrency_limit=1).launch(

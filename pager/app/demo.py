@@ -29,8 +29,9 @@ def _theme(gr: Any) -> Any:
     return gr.themes.Default(font=system, font_mono=mono)
 
 
-def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = None) -> Any:
-    """Build the ``gr.Blocks`` page around ``predictor``; ``examples`` default to the bundled panoramas."""
+def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = None, seam_blend: bool = False) -> Any:
+    """Build the ``gr.Blocks`` page around ``predictor``; ``examples`` default to the bundled panoramas;
+    ``seam_blend`` is the initial state of the "hide cube seams" box."""
     import gradio as gr
 
     examples = list(examples) if examples is not None else example_images()
@@ -46,13 +47,14 @@ def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = No
             return None, f"⚠️ {exc}"
 
     def predict(path: Optional[str], modalities: List[str], point_cloud: bool, color_by: str, max_points: float,
-                keep_invalid: bool, progress: gr.Progress = gr.Progress(track_tqdm=True)):
+                keep_invalid: bool, seams: bool, progress: gr.Progress = gr.Progress(track_tqdm=True)):
         def report(frac: float, text: str) -> None:
             progress(frac, desc=text)
 
         try:
             res = predictor.run(path, modalities, point_cloud=point_cloud, color_by=color_by,
-                                max_points=int(max_points), progress=report, keep_invalid=bool(keep_invalid))
+                                max_points=int(max_points), progress=report, keep_invalid=bool(keep_invalid),
+                                seam_blend=bool(seams))
         except ValueError as exc:
             raise gr.Error(str(exc), duration=None, print_exception=False) from None
         except Exception as exc:  # never crash the page: show what went wrong
@@ -82,6 +84,8 @@ def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = No
                 max_points = gr.Slider(1000, 1_000_000, value=200_000, step=1000, label="Maximum points")
                 keep_invalid = gr.Checkbox(value=False, label="Keep invalid pixels (sky, out of range; grey in the "
                                            "depth view) in the point cloud", elem_id="pager-keep-invalid")
+                seams = gr.Checkbox(value=bool(seam_blend), label="Hide cube seams (a second, blended pass: about 2x time)",
+                                    elem_id="pager-seam-blend")
                 run = gr.Button("Predict", variant="primary", elem_id="pager-run")
                 if examples:
                     gr.Examples(examples=[[str(p)] for p in examples], inputs=[upload], label="Examples")
@@ -97,7 +101,7 @@ def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = No
         upload.change(preview, inputs=[upload], outputs=[shown, error])
         run.click(
             predict,
-            inputs=[upload, mods, cloud, color_by, max_points, keep_invalid],
+            inputs=[upload, mods, cloud, color_by, max_points, keep_invalid, seams],
             outputs=[depth_img, normals_img, model3d, downloads, status, error],
             concurrency_limit=1,
         )

@@ -230,7 +230,8 @@ def run(args: argparse.Namespace) -> int:
             samples = [s for _, s in group]
             rgb = torch.stack([s["rgb"] for s in samples]).to(device)
             with torch.inference_mode():
-                pred = model.predict(rgb, face_size=face_size, output_size=(h, w), stitching=stitching)
+                pred = model.predict(rgb, face_size=face_size, output_size=(h, w), stitching=stitching,
+                                     seam_blend=bool(cfg.get("seam_blend")))
             written += _write_chunk(chunk, samples, pred, model.modalities, ids, roots, cfg, freq, stitching,
                                     {m: bool(model.configs[m].metric_depth) for m in model.modalities})
         bar.update(min(batch_size, len(mine) - start))

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--face_size", type=int, default=None, help="cube face size in pixels (default: the checkpoint's)")
     parser.add_argument("--output_height", type=int, default=None, help="ERP output height (default: each input's)")
     parser.add_argument("--batch_size", type=int, default=1, help="panoramas per forward pass")
+    parser.add_argument("--seam_blend", action="store_true",
+                        help="hide cube face borders: a second pass on a cube turned by 45 deg, blended (about 2x time)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "fp32", "float16", "fp16", "bfloat16", "bf16"))
     parser.add_argument("--enable_xformers", action="store_true", help="xformers attention (falls back to SDPA with a warning)")
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         chunk = images[start:start + args.batch_size]
         out = pipe([str(p) for p in chunk], modalities=wanted, face_size=args.face_size, batch_size=len(chunk),
                    output_height=args.output_height, show_progress=False, normalize_input=args.normalize_input,
-                   stitching=args.stitching)
+                   stitching=args.stitching, seam_blend=args.seam_blend)
         for k, path in enumerate(chunk):
             result = {key: (getattr(out, key)[k] if getattr(out, key) is not None else None)
                       for key in ("depth", "depth_mask", "normals", "normals_mask", "rgb")}

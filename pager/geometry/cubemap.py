@@ -141,29 +141,55 @@ def uv_positional_encoding(face_size: int, device: DeviceLike = None, dtype: Opt
 # --------------------------------------------------------------------------------------------------
 # ERP -> cubemap
 # --------------------------------------------------------------------------------------------------
+RotationKey = Optional[Tuple[float, ...]]
+
+
+def _rotation_key(rotation: Optional[torch.Tensor]) -> RotationKey:
+    """A hashable float64 copy of a ``[3, 3]`` rotation (cache key), None for the identity / None."""
+    if rotation is None:
+        return None
+    r = torch.as_tensor(rotation).detach().to("cpu", torch.float64)
+    if r.shape != (3, 3):
+        raise ValueError(f"rotation must be a [3, 3] matrix, got shape {tuple(r.shape)}")
+    if not torch.allclose(r @ r.T, torch.eye(3, dtype=torch.float64), atol=1e-6) or torch.det(r) < 0:
+        raise ValueError("rotation must be a proper rotation matrix (orthonormal, determinant +1)")
+    if torch.equal(r, torch.eye(3, dtype=torch.float64)):
+        return None
+    return tuple(float(v) for v in r.reshape(-1))
+
+
+def _rotation64(key: RotationKey) -> torch.Tensor:
+    return torch.eye(3, dtype=torch.float64) if key is None else torch.tensor(key, dtype=torch.float64).view(3, 3)
+
+
 @cached_tensors(maxsize=2)  # float64 intermediates: only the final grids/indices are kept long
-def _e2c_pixel_coords(height: int, width: int, face_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _e2c_pixel_coords(height: int, width: int, face_size: int, rotation: RotationKey = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Float64 ERP pixel coordinates (x in [-0.5, W-0.5], y in [-0.5, H-0.5]) of every face pixel,
-    each ``[6*F, F]`` (faces stacked vertically), exactly pytorch360convert's ``e2c`` positions."""
-    theta, phi = directions_to_angles(_face_points64(face_size), dim=1)  # [6, F, F]
+    each ``[6*F, F]`` (faces stacked vertically), exactly pytorch360convert's ``e2c`` positions (for a
+    rotated cube, of the world directions ``R d`` of the cube's rays ``d``)."""
+    pts = _face_points64(face_size)
+    if rotation is not None:
+        pts = torch.einsum("ij,fjhw->fihw", _rotation64(rotation), pts)
+    theta, phi = directions_to_angles(pts, dim=1)  # [6, F, F]
     x = (theta / (2.0 * math.pi) + 0.5) * width - 0.5
     y = (0.5 - phi / math.pi) * height - 0.5
     return x.reshape(6 * face_size, face_size), y.reshape(6 * face_size, face_size)
 
 
 @cached_tensors(maxsize=32)
-def _e2c_grid(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _e2c_grid(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype,
+              rotation: RotationKey = None) -> torch.Tensor:
     """grid_sample grid ``[1, 6F, F, 2]`` (align_corners=False) into the ERP padded by one column on
     each side (circular), so that the longitude seam interpolates across the wrap."""
-    x, y = _e2c_pixel_coords(height, width, face_size)
+    x, y = _e2c_pixel_coords(height, width, face_size, rotation)
     gx = (2.0 * (x + 1.0) + 1.0) / (width + 2) - 1.0
     gy = (2.0 * y + 1.0) / height - 1.0  # rows beyond the outermost centres are clamped (border)
     return torch.stack((gx, gy), dim=-1).unsqueeze(0).to(dtype).to(device).contiguous()
 
 
 @cached_tensors(maxsize=32)
-def _e2c_nearest_index(height: int, width: int, face_size: int, device: torch.device) -> torch.Tensor:
-    x, y = _e2c_pixel_coords(height, width, face_size)
+def _e2c_nearest_index(height: int, width: int, face_size: int, device: torch.device, rotation: RotationKey = None) -> torch.Tensor:
+    x, y = _e2c_pixel_coords(height, width, face_size, rotation)
     col = torch.remainder(torch.round(x), width).long()
     row = torch.round(y).clamp(0, height - 1).long()
     return (row * width + col).reshape(-1).to(device)
@@ -177,7 +203,8 @@ def _check_erp_input(erp: torch.Tensor) -> None:
         raise ValueError(f"erp must have H >= 1 and W >= 2, got {tuple(erp.shape)}")
 
 
-def erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear", stitching: str = "exact") -> torch.Tensor:
+def erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear", stitching: str = "exact",
+                   rotation: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Resample an ERP panorama onto the 6 cube faces: ``[B, C, H, W] -> [B, 6, C, F, F]``.
 
     Sampling positions are exactly pytorch360convert's ``e2c`` (``stack`` format). ``stitching="exact"``
@@ -185,12 +212,21 @@ def erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear", st
     (the original PaGeR code, see :mod:`pager.geometry.reference_stitching`; it matters only next to the
     seam). ``mode="bilinear"`` (float tensors, differentiable; float16/bfloat16 are sampled in float32) or
     ``"nearest"`` (any dtype, bool and integer masks stay exact). One ``grid_sample`` / one gather over the
-    whole batch. Raises ``ValueError`` for a bad shape, face size, mode or stitching.
+    whole batch. Raises ``ValueError`` for a bad shape, face size, mode, stitching or rotation.
+
+    ``rotation`` (``stitching="exact"`` only): a ``[3, 3]`` rotation ``R`` of the cube
+    (:func:`pager.geometry.seam_blend.rotation_matrix`): the cube pixel whose ray is ``d`` in the cube's own
+    frame looks at the world direction ``R d``, i.e. the faces are those of the panorama rotated by ``R^T``.
+    Vectors measured on such a cube (normals) are in the cube's frame; ``R v`` brings them to the world frame.
+    None: the identity.
     """
     _check_erp_input(erp)
     _check_face_size(face_size)
     _check_mode(mode)
     check_stitching(stitching)
+    rot = _rotation_key(rotation)
+    if rot is not None and stitching != "exact":
+        raise ValueError("a rotated cube (rotation=...) needs stitching='exact'")
     b, c, h, w = erp.shape
     device = _normalize_device(erp.device)
     if stitching == "reference":
@@ -200,7 +236,7 @@ def erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear", st
             raise ValueError(f"mode='bilinear' needs a floating point erp, got {erp.dtype}; use mode='nearest' for masks")
         return reference_erp_to_cubemap(erp.to(device), face_size, mode, _sampling_dtype(erp.dtype))
     if mode == "nearest":
-        idx = _e2c_nearest_index(h, w, face_size, device)
+        idx = _e2c_nearest_index(h, w, face_size, device, rot)
         out = erp.reshape(b * c, h * w).index_select(1, idx)
     else:
         if not erp.dtype.is_floating_point:
@@ -208,7 +244,7 @@ def erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear", st
         sdt = _sampling_dtype(erp.dtype)
         x = erp.to(sdt).reshape(1, b * c, h, w)
         x = torch.cat((x[..., -1:], x, x[..., :1]), dim=-1)  # circular longitude padding
-        grid = _e2c_grid(h, w, face_size, device, sdt)
+        grid = _e2c_grid(h, w, face_size, device, sdt, rot)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         out = out.to(erp.dtype)
     return out.reshape(b, c, 6, face_size, face_size).transpose(1, 2).contiguous()
@@ -218,14 +254,17 @@ def erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str = "bilinear", st
 # cubemap -> ERP
 # --------------------------------------------------------------------------------------------------
 @cached_tensors(maxsize=2)  # float64 intermediates: only the final grids/indices are kept long
-def _c2e_face_coords(height: int, width: int, face_size: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _c2e_face_coords(height: int, width: int, face_size: int, rotation: RotationKey = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For every ERP pixel centre: face index ``[H, W]`` (long) and continuous face pixel coordinates
-    (column, row) in ``[0, F-1]`` (float64), the exact inverse of the ``e2c`` face grid."""
+    (column, row) in ``[0, F-1]`` (float64), the exact inverse of the ``e2c`` face grid (for a rotated cube:
+    of the ray ``R^T d`` in the cube's frame)."""
     from pager.geometry.sphere import _angles_cached, angles_to_directions
 
     theta, phi = _angles_cached.__wrapped__(height, width, torch.device("cpu"), torch.float64)
     d = angles_to_directions(theta, phi, dim=0)  # [3, H, W] float64, not cached
     flat = d.reshape(3, -1)
+    if rotation is not None:
+        flat = _rotation64(rotation).T @ flat
     proj = _FACE_FRAMES[:, 0] @ flat  # [6, HW]: d . n_f
     dn, face = proj.max(dim=0)  # the face whose axis is closest to the ray
     t = 0.5 / dn  # ray parameter to hit the face plane
@@ -240,14 +279,15 @@ def _c2e_face_coords(height: int, width: int, face_size: int) -> Tuple[torch.Ten
 
 
 @cached_tensors(maxsize=32)
-def _c2e_grid(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _c2e_grid(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype,
+              rotation: RotationKey = None) -> torch.Tensor:
     """grid_sample grid ``[1, H, W, 2]`` (align_corners=False) into the vertical strip of the 6 faces ``[6*F, F]``.
 
     With the edge-to-edge face grid every ray lands inside ``[0, F-1]`` of its face, so no padding is needed;
     rows are kept ``margin`` pixels inside the face so that rounding of the grid in ``dtype`` never gives
     weight to the unrelated face next in the strip (columns are clamped by ``padding_mode="border"``).
     """
-    face, col, row = _c2e_face_coords(height, width, face_size)
+    face, col, row = _c2e_face_coords(height, width, face_size, rotation)
     margin = min(16.0 * torch.finfo(dtype).eps * 6 * face_size, 0.01)  # pixels
     row = row.clamp(margin, face_size - 1 - margin)
     y = face.to(torch.float64) * face_size + row
@@ -257,15 +297,15 @@ def _c2e_grid(height: int, width: int, face_size: int, device: torch.device, dty
 
 
 @cached_tensors(maxsize=32)
-def _c2e_nearest_index(height: int, width: int, face_size: int, device: torch.device) -> torch.Tensor:
-    face, col, row = _c2e_face_coords(height, width, face_size)
+def _c2e_nearest_index(height: int, width: int, face_size: int, device: torch.device, rotation: RotationKey = None) -> torch.Tensor:
+    face, col, row = _c2e_face_coords(height, width, face_size, rotation)
     c = torch.round(col).long()
     r = torch.round(row).long()
     return (face * face_size * face_size + r * face_size + c).reshape(-1).to(device)
 
 
 def cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str = "bilinear",
-                   stitching: str = "exact") -> torch.Tensor:
+                   stitching: str = "exact", rotation: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Resample a cubemap onto an ERP panorama: ``[B, 6, C, F, F] -> [B, C, H, W]``.
 
     ``stitching="exact"`` (default): the exact inverse of :func:`erp_to_cubemap`'s grid: each ERP pixel centre
@@ -274,7 +314,10 @@ def cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str = "bil
     code's cube->ERP (pytorch360convert 0.2.3 ``c2e``: its own ERP grid, face table and one-pixel padding with
     zero corners; off by up to a face pixel, see :mod:`pager.geometry.reference_stitching`), to reproduce its
     numbers; ``width`` must then be a multiple of 4. Nearest mode is a pure gather (bool and integer masks
-    stay exact). Raises ``ValueError`` for a bad shape, size, mode or stitching.
+    stay exact). ``rotation`` (exact stitching only): the cube's rotation ``R`` as in :func:`erp_to_cubemap`
+    (the ERP pixel of world ray ``d`` reads the cube at ``R^T d``); the values are resampled, not rotated
+    (rotate vector fields such as normals with ``R`` yourself). Raises ``ValueError`` for a bad shape, size,
+    mode, stitching or rotation.
     """
     if not isinstance(cube, torch.Tensor) or cube.dim() != 5 or cube.shape[1] != 6 or cube.shape[-1] != cube.shape[-2]:
         shape = tuple(cube.shape) if isinstance(cube, torch.Tensor) else type(cube).__name__
@@ -285,6 +328,9 @@ def cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str = "bil
     check_stitching(stitching, width)
     b, _, c, fs, _ = cube.shape
     _check_face_size(fs, "cube face size")
+    rot = _rotation_key(rotation)
+    if rot is not None and stitching != "exact":
+        raise ValueError("a rotated cube (rotation=...) needs stitching='exact'")
     device = _normalize_device(cube.device)
     if stitching == "reference":
         from pager.geometry.reference_stitching import reference_cubemap_to_erp
@@ -293,7 +339,7 @@ def cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str = "bil
             raise ValueError(f"mode='bilinear' needs a floating point cube, got {cube.dtype}; use mode='nearest' for masks")
         return reference_cubemap_to_erp(cube.to(device), height, width, mode, _sampling_dtype(cube.dtype))
     if mode == "nearest":
-        idx = _c2e_nearest_index(height, width, fs, device)
+        idx = _c2e_nearest_index(height, width, fs, device, rot)
         src = cube.transpose(1, 2).reshape(b * c, 6 * fs * fs)
         out = src.index_select(1, idx)
     else:
@@ -301,7 +347,7 @@ def cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str = "bil
             raise ValueError(f"mode='bilinear' needs a floating point cube, got {cube.dtype}; use mode='nearest' for masks")
         sdt = _sampling_dtype(cube.dtype)
         strip = cube.to(sdt).transpose(1, 2).reshape(1, b * c, 6 * fs, fs)  # faces stacked vertically
-        grid = _c2e_grid(height, width, fs, device, sdt)
+        grid = _c2e_grid(height, width, fs, device, sdt, rot)
         out = F.grid_sample(strip, grid, mode="bilinear", padding_mode="border", align_corners=False)
         out = out.to(cube.dtype)
     return out.reshape(b, c, height, width)

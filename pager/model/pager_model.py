@@ -330,12 +330,20 @@ class Pager(nn.Module):
         face_size: Optional[int] = None,
         output_size: Optional[Tuple[int, int]] = None,
         stitching: str = "exact",
+        seam_blend: bool = False,
     ) -> Dict[str, Tensor]:
         """Predict geometry of ERP panoramas ``[B, 3, H, W]`` in [-1, 1] (any device / dtype).
 
         ``stitching``: ``"exact"`` (default; our ERP<->cube resampling, cube->ERP the exact inverse of ERP->cube)
         or ``"reference"`` (the original PaGeR code's pytorch360convert 0.2.3 resampling, to reproduce its
         published numbers; the output width must be a multiple of 4); see ``pager.geometry.STITCHING_MODES``.
+
+        ``seam_blend``: also predict on a second cube rotated by
+        :data:`pager.geometry.seam_blend.SEAM_BLEND_ROTATION` (both passes in one batch, about twice the
+        time and activation memory) and blend the two in the ERP with weights that vanish on each cube's face
+        borders (:mod:`pager.geometry.seam_blend`): hides the face borders of checkpoints whose predictions
+        step there (e.g. those trained with ``reference`` cube padding). Relative depth of the second pass is
+        scaled to the first (median log ratio); metric depth is not rescaled. Needs ``stitching="exact"``.
 
         Returns float32 tensors on the model's device, at ``output_size`` (default ``(H, W)``):
 
@@ -362,31 +370,63 @@ class Pager(nn.Module):
         b, _, h, w = rgb_erp.shape
         out_h, out_w = output_size if output_size is not None else (h, w)
         check_stitching(stitching, out_w)
+        if seam_blend and stitching != "exact":
+            raise ValueError("seam_blend needs stitching='exact' (the reference stitching cannot resample a rotated cube)")
         device = self.device
         erp = rgb_erp.to(device=device, dtype=torch.float32)
-        faces = erp_to_cubemap(erp, face_size, mode="bilinear", stitching=stitching)  # [B, 6, 3, F, F]
+        rotations = [None]
+        if seam_blend:
+            from pager.geometry.seam_blend import SEAM_BLEND_ROTATION
+
+            rotations.append(SEAM_BLEND_ROTATION)
+        # every pass's cubes in one batch: [P * B, 6, 3, F, F] (pass-major)
+        faces = torch.cat([erp_to_cubemap(erp, face_size, mode="bilinear", stitching=stitching, rotation=r)
+                           for r in rotations])
         latent = self.encode_rgb(faces.flatten(0, 1).to(self.dtype))
         out: Dict[str, Tensor] = {}
         for modality in modalities:
             cfg = self.configs[modality]
-            decoded = self.decode(self.predict_latent(modality, latent)).float().unflatten(0, (b, FACES))
-            if modality == "depth":
-                cube = decoded.mean(dim=2, keepdim=True)
-                values = cubemap_to_erp(cube, out_h, out_w, mode="bilinear", stitching=stitching)[:, 0].clamp(-1.0, 1.0)
-                depth = decode_depth(values, cfg.min_depth, cfg.max_depth, log_scale=cfg.log_scale).float()
-                mask = torch.isfinite(depth) & (depth < 0.99 * cfg.max_depth) & (depth > 1.01 * cfg.min_depth)
-                out["depth"] = depth
-                out["depth_values"] = values
-                out["depth_mask"] = mask
-            else:
-                erp_n = cubemap_to_erp(decoded, out_h, out_w, mode="bilinear", stitching=stitching).clamp(-1.0, 1.0)
-                norm = erp_n.norm(dim=1, keepdim=True)
-                normals = erp_n / norm.clamp_min(1e-6)
-                if cfg.normals_frame == "reference":
-                    normals = normals * normals.new_tensor([1.0, 1.0, -1.0]).view(1, 3, 1, 1)
-                out["normals"] = normals
-                out["normals_mask"] = torch.isfinite(normals).all(dim=1) & (norm[:, 0] > 1e-3)
+            decoded = self.decode(self.predict_latent(modality, latent)).float().unflatten(0, (len(rotations) * b, FACES))
+            passes = []
+            for k, rot in enumerate(rotations):
+                cube = decoded[k * b:(k + 1) * b]
+                if modality == "depth":
+                    values = cubemap_to_erp(cube.mean(dim=2, keepdim=True), out_h, out_w, mode="bilinear", stitching=stitching,
+                                            rotation=rot)
+                    values = values[:, 0].clamp(-1.0, 1.0)
+                    depth = decode_depth(values, cfg.min_depth, cfg.max_depth, log_scale=cfg.log_scale).float()
+                    mask = torch.isfinite(depth) & (depth < 0.99 * cfg.max_depth) & (depth > 1.01 * cfg.min_depth)
+                    passes.append({"depth": depth, "depth_values": values, "depth_mask": mask})
+                else:
+                    erp_n = cubemap_to_erp(cube, out_h, out_w, mode="bilinear", stitching=stitching,
+                                            rotation=rot).clamp(-1.0, 1.0)
+                    norm = erp_n.norm(dim=1, keepdim=True)
+                    normals = erp_n / norm.clamp_min(1e-6)
+                    if cfg.normals_frame == "reference":
+                        normals = normals * normals.new_tensor([1.0, 1.0, -1.0]).view(1, 3, 1, 1)
+                    mask = torch.isfinite(normals).all(dim=1) & (norm[:, 0] > 1e-3)
+                    passes.append({"normals": normals, "normals_mask": mask})
+            out.update(passes[0] if len(passes) == 1 else self._blend_passes(modality, passes, rotations, (out_h, out_w)))
         return out
+
+    def _blend_passes(self, modality: str, passes: Sequence[Dict[str, Tensor]], rotations: Sequence[Optional[Tensor]],
+                      size: Tuple[int, int]) -> Dict[str, Tensor]:
+        """Blend the ERP outputs of the cube passes (``seam_blend``), see :mod:`pager.geometry.seam_blend`."""
+        from pager.geometry.depth_encoding import encode_depth
+        from pager.geometry.seam_blend import blend_depth, blend_masks, blend_normals, erp_seam_weights
+
+        cfg = self.configs[modality]
+        weights = torch.stack([erp_seam_weights(size[0], size[1], r, device=self.device, dtype=torch.float32) for r in rotations])
+        key = "depth" if modality == "depth" else "normals"
+        masks = torch.stack([p[f"{key}_mask"] for p in passes])
+        mask = blend_masks(masks, weights)
+        if modality == "depth":
+            depth = blend_depth(torch.stack([p["depth"] for p in passes]), weights, masks, align=not cfg.metric_depth)
+            depth = depth.clamp(cfg.min_depth, cfg.max_depth)
+            values = encode_depth(depth, cfg.min_depth, cfg.max_depth, log_scale=cfg.log_scale)
+            return {"depth": depth, "depth_values": values, "depth_mask": mask & torch.isfinite(depth)}
+        normals = blend_normals(torch.stack([p["normals"] for p in passes]), weights, masks, rotations=rotations)
+        return {"normals": normals, "normals_mask": mask & (normals.norm(dim=1) > 0.5)}
 
     # ---------------------------------------------------------------------------------------------
     # construction
