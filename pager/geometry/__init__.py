@@ -59,6 +59,7 @@ from pager.geometry.cube_padding import (
 )
 from pager.geometry.normals import depth_to_normals, depth_to_points, normals_angle_error
 from pager.geometry.augment import roll_erp, roll_normals, rotate_normals_yaw
+from pager.geometry.warp import erp_reproject, erp_sample, relative_pose, reproject_visibility, yaw_pose
 from pager.geometry.alignment import (
     ALIGNMENT_METHODS,
     align_depth,
@@ -93,6 +94,11 @@ __all__ = [
     "roll_erp",
     "roll_normals",
     "rotate_normals_yaw",
+    "yaw_pose",
+    "relative_pose",
+    "erp_reproject",
+    "erp_sample",
+    "reproject_visibility",
     "ALIGNMENT_METHODS",
     "align_scale",
     "align_scale_shift",
