@@ -4,9 +4,12 @@ Example::
 
     pager synth --out data/Synthetic --num 200 --height 512 --scenes both --seed 0
     pager synth --out data/PanoInfinigen --num 200 --format lmdb
+    pager synth --sequence --out data/SyntheticVideo --num 2 --frames 24 --motion both --height 256
 
 ``--format files`` writes the plain layout read by the ``Synthetic`` (and ``PanoInfinigen``) datasets;
 ``--format lmdb`` writes the PanoInfinigen LMDB layout. See :mod:`pager.data.synthetic.writer`.
+``--sequence`` renders ``--num`` camera paths of ``--frames`` frames instead (``--motion yaw|translate|both``),
+with per-frame depth, normals, mask and camera pose; see :mod:`pager.data.synthetic.sequence`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Render seeded procedural indoor/outdoor panoramas (RGB, range depth, normals, mask) to disk.",
     )
     p.add_argument("--out", required=True, help="output folder (e.g. <data_path>/Synthetic or <data_path>/PanoInfinigen)")
-    p.add_argument("--num", type=int, default=200, help="number of scenes in total (split between indoor and outdoor for 'both')")
+    p.add_argument("--num", type=int, default=None,
+                   help="number of scenes (or sequences with --sequence) in total, split between indoor and outdoor for 'both' (default 200; 2 sequences)")
     p.add_argument("--height", type=int, default=512, help="panorama height in pixels (width = 2 * height)")
     p.add_argument("--scenes", choices=("indoor", "outdoor", "both"), default="both")
     p.add_argument("--seed", type=int, default=0, help="base seed; the same seed gives the same files")
@@ -33,6 +37,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--scenes-per-shard", type=int, default=64, help="scenes per LMDB shard (lmdb format)")
     p.add_argument("--normals-format", choices=("npy", "png"), default="npy", help="normals file type (files format)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    seq = p.add_argument_group("sequences (--sequence)")
+    seq.add_argument("--sequence", action="store_true", help="render moving-camera sequences with per-frame camera poses")
+    seq.add_argument("--frames", type=int, default=24, help="frames per sequence")
+    seq.add_argument("--motion", choices=("yaw", "translate", "both"), default="both", help="camera motion")
+    seq.add_argument("--fps", type=float, default=10.0, help="frame rate recorded in poses.json")
+    seq.add_argument("--yaw_step", type=float, default=2.0, help="degrees of yaw per frame (yaw, both)")
+    seq.add_argument("--speed", type=float, default=None, help="metres per frame (translate, both; default 0.05 indoor, 0.25 outdoor)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(command="synth")
     return p
@@ -40,8 +51,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Write the data set described by ``args``; returns 0 (errors are raised as ValueError & co.)."""
+    if args.sequence:
+        from pager.data.synthetic.sequence import write_sequences
+
+        if args.format != "files" or args.views != 1:
+            raise ValueError("--sequence writes plain files with one camera path per scene (no --format lmdb, --views)")
+        num = 2 if args.num is None else args.num
+        out = write_sequences(args.out, num=num, frames=args.frames, motion=args.motion, height=args.height,
+                              scenes=args.scenes, seed=args.seed, fps=args.fps, yaw_step_deg=args.yaw_step,
+                              speed=args.speed, supersample=args.supersample, overwrite=args.overwrite,
+                              progress=not args.no_progress)
+        print(f"wrote {num} sequence(s) x {args.frames} frame(s) to {out}")
+        return 0
     from pager.data.synthetic.writer import write_dataset
 
+    args.num = 200 if args.num is None else args.num
     out = write_dataset(
         args.out,
         num=args.num,
