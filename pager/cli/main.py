@@ -33,6 +33,7 @@ def report_error(prog: str, exc: BaseException, verbose: bool = False) -> None:
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "predict": ("pager.cli.predict", "predict depth/normals for your own panoramas"),
     "infer": ("pager.cli.infer", "run a checkpoint over a dataset split (same as inference.py)"),
+    "video": ("pager.cli.video", "depth/normals of a 360-degree video or image sequence"),
     "synth": ("pager.cli.synth", "render procedural panoramas with exact depth and normals"),
     "pointcloud": ("pager.cli.pointcloud", "turn a panorama (or predictions) into a GLB/PLY point cloud"),
     "evaluate": ("pager.cli.evaluate", "evaluate predictions against a dataset (depth, normals, edges, seams)"),
