@@ -170,3 +170,20 @@ def test_image_folder_end_to_end(tiny, tmp_path):
                  "--no_arrays"]) == 0
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["depth.mp4", "video.json"]
     assert open_source(out / "depth.mp4").fps == 5.0
+
+
+def test_app_video_input_has_a_frame_limit(clip, tiny, tmp_path):
+    from pager.app.core import DemoPredictor
+    from pager.pipeline import PagerPipeline
+
+    predictor = DemoPredictor(PagerPipeline.from_pretrained({"depth": tiny[0], "normals": tiny[1]}), output_root=tmp_path)
+    res = predictor.run_video(clip, max_frames=3)
+    assert set(res.videos) == {"depth", "normals"} and res.files == list(res.videos.values())
+    assert open_source(res.videos["depth"]).count == 3
+    assert "the first 3 of 5" in res.message
+    bad = tmp_path / "clip.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(ValueError, match="Cannot read the video clip.mp4"):
+        predictor.run_video(bad)
+    with pytest.raises(ValueError, match="No video given"):
+        predictor.run_video(None)

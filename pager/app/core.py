@@ -29,6 +29,8 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 DEFAULT_MAX_FILE_MB = 50.0
 DEFAULT_MAX_MEGAPIXELS = 64.0
 DEFAULT_MAX_HEIGHT = 1024
+DEFAULT_MAX_VIDEO_FRAMES = 48  # the demo's frame limit for videos (about 10 s of CPU work per frame at 1024x512)
+DEFAULT_MAX_VIDEO_MB = 200.0
 ASPECT_TOLERANCE = 0.05  # width / height must be within 2 * (1 +- 5 %)
 MIN_HEIGHT = 16
 
@@ -116,6 +118,7 @@ class DemoResult:
     files: List[Path] = field(default_factory=list)
     message: str = ""
     metadata: Dict[str, Any] = field(default_factory=dict)
+    videos: Dict[str, Path] = field(default_factory=dict)
 
 
 class DemoPredictor:
@@ -303,4 +306,58 @@ class DemoPredictor:
         if n_points:
             parts.append(f"point cloud: {n_points:,} points")
         result.message = "; ".join(parts) + "."
+        return result
+
+    def run_video(
+        self,
+        video_path: Optional[PathLike],
+        max_frames: int = DEFAULT_MAX_VIDEO_FRAMES,
+        stride: int = 1,
+        temporal_filter: float = 0.0,
+        max_file_mb: float = DEFAULT_MAX_VIDEO_MB,
+        progress: Optional[ProgressFn] = None,
+    ) -> DemoResult:
+        """Depth / normals videos of a short 360° clip with :func:`pager.video.process_video` (the code of
+        ``pager video``): at most ``max_frames`` frames (every ``stride``-th; later ones are left out and the
+        message says so), downscaled to ``max_height``, one depth scale for the clip. ``result.videos`` maps
+        ``depth`` / ``normals`` to the colour-mapped mp4 files, which are also the downloads. Raises
+        ``ValueError`` with a user-facing message for bad input.
+        """
+        from pager.video import VideoOptions, open_source, process_video
+
+        if video_path is None or str(video_path) == "":
+            raise ValueError("No video given: upload a short 360° clip (mp4, mov, webm, mkv).")
+        p = Path(video_path)
+        if not p.is_file():
+            raise ValueError(f"{p.name} was not found (upload it again).")
+        if p.stat().st_size > max_file_mb * 2**20:
+            raise ValueError(f"{p.name} is {p.stat().st_size / 2**20:.0f} MB; the demo takes clips up to {max_file_mb:.0f} MB.")
+        if not 1 <= int(max_frames) <= 10_000 or int(stride) < 1:
+            raise ValueError(f"Frame limit {max_frames} and stride {stride} must be positive.")
+        try:
+            src = open_source(p, stride=int(stride))
+        except (ValueError, FileNotFoundError, ModuleNotFoundError) as exc:
+            raise ValueError(f"Cannot read the video {p.name}: {exc}") from None
+        total = len(src)
+        if total > max_frames:
+            src.indices = src.indices[: int(max_frames)]
+        h, w = src.size
+        if abs(w / h - 2.0) > 2.0 * ASPECT_TOLERANCE:
+            raise ValueError(f"{p.name} is {w}x{h}, not an equirectangular (2:1) 360° video.")
+        out_h = min(h, self.max_height)
+        opts = VideoOptions(modalities=self.modalities, face_size=self.face_size,
+                            output_height=out_h if (out_h != h or w != 2 * h) else None,
+                            filter_strength=float(temporal_filter), keep_arrays=False)
+        folder = self._new_folder(p.stem)
+        if progress is not None:
+            progress(0.02, f"Predicting {len(src)} frames")
+        with self._lock:
+            info = process_video(self.pipeline, src, folder, opts, progress=True)
+        result = DemoResult(metadata=info)
+        result.videos = {m: folder / f"{m}.mp4" for m in self.modalities if (folder / f"{m}.mp4").is_file()}
+        result.files = list(result.videos.values())
+        clipped = f" (the first {len(src)} of {total}; the demo's limit is {max_frames})" if total > len(src) else ""
+        fps = info.get("frames_per_second") or 0.0
+        result.message = (f"**{len(src)} frames**{clipped} at {2 * out_h}x{out_h}, {fps:.2f} frames/s; "
+                          f"depth in {'metres' if info.get('depth_unit') == 'm' else 'relative units, one scale for the clip'}.")
         return result

@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
-from pager.app.core import DemoPredictor, example_images, load_panorama
+from pager.app.core import DEFAULT_MAX_VIDEO_FRAMES, DemoPredictor, example_images, load_panorama
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,19 @@ def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = No
             "",
         )
 
+    predictor_video_limit = DEFAULT_MAX_VIDEO_FRAMES
+
+    def predict_video(path: Optional[str], stride: float, smooth: float, progress: gr.Progress = gr.Progress(track_tqdm=True)):
+        try:
+            res = predictor.run_video(path, stride=int(stride), temporal_filter=float(smooth))
+        except ValueError as exc:
+            raise gr.Error(str(exc), duration=None, print_exception=False) from None
+        except Exception as exc:  # never crash the page
+            logger.exception("video prediction failed")
+            raise gr.Error(f"Prediction failed: {type(exc).__name__}: {exc}", duration=None) from None
+        vid = lambda m: str(res.videos[m]) if m in res.videos else None  # noqa: E731
+        return vid("depth"), vid("normals"), res.message
+
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\n{DESCRIPTION}")
         with gr.Row():
@@ -98,6 +111,27 @@ def build_demo(predictor: DemoPredictor, examples: Optional[Sequence[Path]] = No
                                      clear_color=(0.08, 0.08, 0.1, 1.0), height=420, elem_id="pager-3d")
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="pager-downloads")
 
+        with gr.Accordion("360° video (short clips)", open=False, elem_id="pager-video"):
+            gr.Markdown(f"Depth and normals videos of a short equirectangular clip, one frame after the other "
+                        f"(the first {predictor_video_limit} frames at most; use `pager video` for long videos).")
+            with gr.Row():
+                with gr.Column(scale=1):
+                    video_in = gr.File(label="360° clip (mp4, mov, webm, mkv)", file_types=["video"], type="filepath",
+                                       elem_id="pager-video-upload")
+                    stride = gr.Slider(1, 10, value=1, step=1, label="Use every N-th frame")
+                    smooth = gr.Slider(0.0, 0.9, value=0.0, step=0.1, label="Temporal filter strength (0 = off)")
+                    video_run = gr.Button("Predict video", elem_id="pager-video-run")
+                with gr.Column(scale=2):
+                    video_status = gr.Markdown("", elem_id="pager-video-status")
+                    with gr.Row():
+                        depth_vid = gr.Video(label="Depth", interactive=False, elem_id="pager-video-depth")
+                        normals_vid = gr.Video(label="Normals", interactive=False, elem_id="pager-video-normals")
+        video_run.click(
+            predict_video,
+            inputs=[video_in, stride, smooth],
+            outputs=[depth_vid, normals_vid, video_status],
+            concurrency_limit=1,
+        )
         upload.change(preview, inputs=[upload], outputs=[shown, error])
         run.click(
             predict,
