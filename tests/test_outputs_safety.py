@@ -125,6 +125,12 @@ CASES = {
     "pager synth": (_pager, lambda w, o: ["synth", "--out", str(o / "syn"), "--num", "2", "--height", "16",
                                           "--no-progress"],
                     lambda w, o: o / "syn" / "notes.txt", "pager.data.synthetic.writer.render_scene"),
+    "pager synth --sequence": (_pager, lambda w, o: ["synth", "--sequence", "--out", str(o / "seq"), "--num", "1",
+                                                     "--frames", "2", "--height", "16", "--no-progress"],
+                               lambda w, o: o / "seq" / "notes.txt", "pager.data.synthetic.sequence.render_sequence"),
+    "pager video": (_pager, lambda w, o: ["video", str(w["imgs"]), "--out", str(o), "--checkpoint_path", str(w["depth"]),
+                                          "--no_progress"],
+                    lambda w, o: o / "depth.mp4", "pager.pipeline.PagerPipeline.from_pretrained"),
 }
 
 
@@ -139,7 +145,7 @@ def test_every_command_refuses_to_overwrite_before_any_work(world, tmp_path, mon
         m.setattr(work, _no_samples if "load" in work.rsplit(".", 1)[-1] or "render" in work else _no_model)
         assert entry(argv(world, out)) == 2
     err = capsys.readouterr().err
-    named = existing.parent if command == "pager synth" else existing  # synth writes one folder
+    named = existing.parent if command.startswith("pager synth") else existing  # synth writes one folder
     assert str(named) in err and "--overwrite" in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert existing.read_bytes() == SENTINEL

@@ -57,3 +57,14 @@ def test_predict_compares_independent_aligned_and_filtered(seqs, tmp_path):
     assert res["independent"]["mean"]["flicker_ratio"] == 1.0
     for v in ("independent", "aligned", "aligned+filter"):
         assert len(res[v]["sequences"]) == 2 and all(math.isfinite(x) for x in res[v]["mean"].values())
+
+
+def test_existing_output_is_refused_before_any_work(seqs, tmp_path, capsys, monkeypatch):
+    import pager.evaluation.video_runner as vr
+
+    out = tmp_path / "r.json"
+    out.write_text("precious")
+    monkeypatch.setattr(vr, "evaluate_sequence", lambda *a, **k: pytest.fail("evaluated before the check"))
+    assert main(["--data_path", str(seqs), "--pred_path", str(tmp_path), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "--overwrite" in err and out.read_text() == "precious"

@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None)
     parser.add_argument("--metric", action="store_true", help="--pred_path holds metric depth (no per-frame alignment)")
     parser.add_argument("--output", default=None, help="write the results as JSON here (atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     return parser
 
 
@@ -128,6 +129,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         raise ValueError("give exactly one of --pred_path (evaluate pager video outputs) and --predict")
     if not 0.0 <= args.temporal_filter < 1.0:
         raise ValueError(f"--temporal_filter must be in [0, 1), got {args.temporal_filter}")
+    if args.output:  # the rule of every command: checked before any work, existing files refused by name
+        from pager.io_utils import check_outputs
+
+        check_outputs([args.output], overwrite=args.overwrite)
     scenes = ("indoor", "outdoor") if args.scenes == "both" else (args.scenes,)
     seqs = list_sequences(args.data_path, scenes)
     results: Dict[str, Dict[str, Any]] = {}

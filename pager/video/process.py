@@ -120,14 +120,41 @@ def check_outputs(out_dir: Path, source: FrameSource, opts: VideoOptions, checkp
     settings means resume; with other settings, or any other existing output file, ``FileExistsError``
     names the file (unless ``overwrite``, which starts afresh).
     """
+    from pager.io_utils import check_outputs as check_planned
+
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a folder")
     info_path = out_dir / INFO_FILE
+    if not overwrite and info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"cannot parse {info_path}: {exc}; pass --overwrite to start afresh") from exc
+        old = info.get("settings", {})
+        new = json.loads(json.dumps(_settings(source, opts, checkpoint)))
+        diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        if diff:
+            detail = diff[0]
+            if detail == "options":
+                detail = next(k for k in sorted(set(old.get("options", {})) | set(new["options"]))
+                              if old.get("options", {}).get(k) != new["options"].get(k))
+            raise FileExistsError(f"{info_path} belongs to a run with other settings ({detail} differs); "
+                                  "pass --overwrite to replace it, or use another --out")
+        done = int(info.get("done", 0))
+        state = out_dir / STATE_FILE
+        if done and not state.is_file():
+            raise FileExistsError(f"{info_path} says {done} frames are done but {state} is missing; pass --overwrite to start afresh")
+        from pager.io_utils import check_writable_folder
+
+        check_writable_folder(out_dir)
+        return done, bool(info.get("complete", False))
+    # a new run: the rule of every command (pager.io_utils.check_outputs): existing files refused by name
+    check_planned(planned_outputs(out_dir, len(source), opts), overwrite=overwrite)
     if overwrite:
         for p in (info_path, out_dir / STATE_FILE):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-        return 0, False
+    return 0, False
     if info_path.is_file():
         try:
             info = json.loads(info_path.read_text())

@@ -146,6 +146,8 @@ def write_sequences(out_dir: str | os.PathLike, num: int = 2, frames: int = 24, 
     bar = tqdm(total=num * frames, desc="pager synth --sequence", unit="frame", disable=not progress)
     with atomic_directory(out, overwrite=replace) as tmp:
         for kind in kinds:
+            if counts[kind] == 0:
+                continue
             ids = []
             for i in range(counts[kind]):
                 s = scene_seed(int(seed), kind, i)
