@@ -318,14 +318,23 @@ def process_video(pipe: Any, source: FrameSource, out_dir: Path, opts: VideoOpti
         new_frames += len(batch)
         bar.update(len(batch))
 
-    for k, idx, rgb in source.frames(skip=done):
-        batch.append((k, idx, rgb))
-        if len(batch) == opts.batch_size:
+    try:
+        for k, idx, rgb in source.frames(skip=done):
+            batch.append((k, idx, rgb))
+            if len(batch) == opts.batch_size:
+                flush(batch)
+                batch = []
+        if batch:
             flush(batch)
-            batch = []
-    if batch:
-        flush(batch)
-    bar.close()
+    except BaseException:
+        if not (out_dir / INFO_FILE).exists():  # no frame was recorded: nothing to resume, leave nothing behind
+            arrays.clear()
+            for v in names.values():
+                with contextlib.suppress(FileNotFoundError):
+                    (out_dir / v).unlink()
+        raise
+    finally:
+        bar.close()
     seconds = time.perf_counter() - t0
     if info["done"] != n:
         raise ValueError(f"{source.name}: only {info['done']} of {n} frames could be decoded")
