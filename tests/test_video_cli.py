@@ -73,6 +73,7 @@ def test_folder_and_glob_sources(tmp_path):
     (["{clip}", "--start", "9"], "no frames selected"),
     (["{clip}", "--stride", "0"], "--stride"),
     (["{tmp}/*.jpg"], "no files match"),
+    (["{clip}", "--stitching", "reference", "--output_height", "17"], "multiple of 4"),
 ])
 def test_bad_input_is_one_line_before_the_model_loads(argv, match, tmp_path, clip, capsys, monkeypatch):
     from pager.pipeline import PagerPipeline
@@ -103,6 +104,7 @@ def test_outputs_of_an_mp4(clip, tiny, tmp_path):
         assert (src.count, src.size, src.fps) == (N, (H, W), 12.0)
     info = json.loads((out / "video.json").read_text())
     assert info["complete"] and info["done"] == N and len(info["scale"]) == N and info["scale"][0] == 1.0
+    assert info["settings"]["options"]["pipeline_kwargs"] == {"stitching": "exact"}  # passed to PagerPipeline
     assert not list(out.glob(".*tmp*"))
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: Optional ``PagerPipeline.__call__`` parameters exposed as ``--NAME`` when the installed pipeline has them.
+#: ``PagerPipeline.__call__`` parameters passed through as ``--NAME`` (``seam_blend`` only where the pipeline has it).
 PIPELINE_PASS_THROUGH = ("stitching", "seam_blend")
 
 
@@ -59,8 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--dtype", default="float32", choices=("float32", "fp32", "float16", "fp16", "bfloat16", "bf16"))
     run.add_argument("--enable_xformers", action="store_true", help="xformers attention (falls back to SDPA with a warning)")
     run.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
+    from pager.geometry import STITCHING_MODES
+
+    run.add_argument("--stitching", default="exact", choices=STITCHING_MODES,
+                     help="ERP<->cube resampling: exact (default) or reference (the original project's; output widths "
+                          "must be multiples of 4), as in pager predict")
     params = _pipeline_params()
-    for name in PIPELINE_PASS_THROUGH:
+    for name in PIPELINE_PASS_THROUGH[1:]:
         if name in params:
             p = params[name]
             default = None if p.default is inspect.Parameter.empty else p.default
@@ -113,16 +118,10 @@ def _checkpoint_source(ckpts) -> Any:
 
 def _modalities(args: argparse.Namespace, source: Any) -> list:
     """Requested modalities, known before loading from the checkpoint configs."""
+    from pager.model.loading import checkpoint_modalities
     from pager.model.pager_model import iter_modalities
 
-    if isinstance(source, dict):
-        loaded = list(source)
-    elif source == "default":
-        loaded = ["depth", "normals"]
-    else:
-        from pager.model.loading import load_checkpoint_config_only
-
-        loaded = [load_checkpoint_config_only(source).modality]
+    loaded = list(checkpoint_modalities(source))
     wanted = list(iter_modalities(args.modalities)) if args.modalities else loaded
     missing = [m for m in wanted if m not in loaded]
     if missing:
@@ -150,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.output_height is not None and args.output_height < 1:
         raise ValueError(f"--output_height must be positive, got {args.output_height}")
+    width = 2 * args.output_height if args.output_height else source.size[1]
+    if args.stitching == "reference" and width % 4:
+        raise ValueError(f"--stitching reference needs an output width that is a multiple of 4; the frames give {width} "
+                         "(pass an --output_height that does, or use --stitching exact)")
     out_dir = Path(args.out)
     checkpoint = {"checkpoint_path": args.checkpoint_path, "variant": args.variant, "dtype": args.dtype}
     done, complete = check_outputs(out_dir, source, opts, checkpoint, args.overwrite)
