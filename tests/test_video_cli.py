@@ -104,7 +104,7 @@ def test_outputs_of_an_mp4(clip, tiny, tmp_path):
         assert (src.count, src.size, src.fps) == (N, (H, W), 12.0)
     info = json.loads((out / "video.json").read_text())
     assert info["complete"] and info["done"] == N and len(info["scale"]) == N and info["scale"][0] == 1.0
-    assert info["settings"]["options"]["pipeline_kwargs"] == {"stitching": "exact"}  # passed to PagerPipeline
+    assert info["settings"]["options"]["pipeline_kwargs"] == {"stitching": "exact", "seam_blend": False}
     assert not list(out.glob(".*tmp*"))
 
 
@@ -158,6 +158,16 @@ def test_overwrite_rule(clip, tiny, tmp_path, capsys, monkeypatch):
     assert run_video(clip, out, tiny, "--no_video", "--stride", "2") == 2  # other settings: refused, named
     err = capsys.readouterr().err
     assert str(out / "video.json") in err and "start_end_stride" in err
+
+
+def test_seam_blend_reaches_the_pipeline(clip, tiny, tmp_path, monkeypatch):
+    from pager.pipeline import PagerPipeline
+
+    seen = []
+    original = PagerPipeline.__call__
+    monkeypatch.setattr(PagerPipeline, "__call__", lambda self, images, *a, **k: seen.append(k) or original(self, images, *a, **k))
+    assert run_video(clip, tmp_path / "out", tiny, "--seam_blend", "--end", "2", "--no_video") == 0
+    assert seen and all(k["seam_blend"] is True and k["stitching"] == "exact" for k in seen)
 
 
 def test_image_folder_end_to_end(tiny, tmp_path):

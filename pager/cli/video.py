@@ -20,21 +20,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-#: ``PagerPipeline.__call__`` parameters passed through as ``--NAME`` (``seam_blend`` only where the pipeline has it).
+#: ``PagerPipeline.__call__`` parameters passed through from ``--NAME``.
 PIPELINE_PASS_THROUGH = ("stitching", "seam_blend")
-
-
-def _pipeline_params() -> dict:
-    from pager.pipeline import PagerPipeline
-
-    return dict(inspect.signature(PagerPipeline.__call__).parameters)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -64,13 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--stitching", default="exact", choices=STITCHING_MODES,
                      help="ERP<->cube resampling: exact (default) or reference (the original project's; output widths "
                           "must be multiples of 4), as in pager predict")
-    params = _pipeline_params()
-    for name in PIPELINE_PASS_THROUGH[1:]:
-        if name in params:
-            p = params[name]
-            default = None if p.default is inspect.Parameter.empty else p.default
-            run.add_argument(f"--{name}", default=default, type=type(default) if isinstance(default, (int, float, str)) and not isinstance(default, bool) else str,
-                             help=f"passed to PagerPipeline (default {default!r}; see pager predict --help)")
+    run.add_argument("--seam_blend", action="store_true",
+                     help="hide cube face borders: a second pass on a cube turned by 45 deg, blended (about 2x time), "
+                          "as in pager predict")
     tc = parser.add_argument_group("temporal consistency")
     tc.add_argument("--alignment", choices=("auto", "none"), default="auto",
                     help="auto: one scale for the whole sequence for relative-depth models (metric ones keep metres); "
