@@ -85,11 +85,34 @@ def panorama_group_norm(
     """GroupNorm whose statistics span the ``faces`` consecutive batch rows of each panorama.
 
     Args:
-        x: ``[B*faces, C, *]`` (e.g. ``[B*6, C, H, W]`` or ``[B*6, C, L]``).
+        x: ``[B*faces, C, *]`` (e.g. ``[B*6, C, H, W]`` or ``[B*6, C, L]``), any memory format.
         weight, bias: ``[C]`` affine parameters or None.
     Returns:
-        Tensor like x. Mean and (biased) variance per (panorama, group) over the group's channels and all
-        positions of all faces; computed in float32 for half-precision inputs.
+        Tensor like x: ``y = (x - M) / sqrt(V + eps) * weight + bias`` with the mean ``M`` and the biased
+        variance ``V`` per (panorama, group) over the group's channels and all positions of all faces,
+        i.e. ``nn.GroupNorm`` of the six faces joined into one sample.
+
+    Numerics (as accurate as ``nn.GroupNorm`` of the joined faces or better, issue 14.4): one mean ``M``
+    and one ``1/sqrt(V + eps)`` per (panorama, group) are applied to all six faces (normalising each face
+    by its own statistics first and rescaling afterwards rounds every face differently, and that rounding
+    is then amplified by ``1/sqrt(V + eps)``).
+
+    - Statistics: contiguous float32/float64 inputs take per-face mean and variance from PyTorch's GroupNorm
+      kernel (a stable cascade sum; its output buffer is reused for the result); channels_last inputs
+      (whose GroupNorm kernel cancels: sum of squares) per-channel Welford moments over the whole panorama
+      (``torch.var_mean``); half-precision inputs per-channel moments over the panorama from the two-pass
+      batch-norm statistics (float32 accumulation). Each set is merged
+      in float64 with the exact equal-count combination ``M = mean(m_i)``, ``V = mean(v_i) + mean((m_i -
+      M)^2)`` (Chan, Golub & LeVeque 1979, "Updating formulae and a pairwise algorithm for computing sample
+      variances").
+    - float32/float64 output: ``y = (x - M_hi) * s + (bias - M_lo * s)`` with ``M = M_hi + M_lo`` split into
+      x's precision and the remainder, ``s = weight / sqrt(V + eps)``: ``x - M_hi`` is exact near the mean,
+      so the large ``x * s`` of ``nn.GroupNorm``'s one-pass ``x * s + t`` never cancels.
+    - float16/bfloat16 output: one fused ``x * s + t`` pass in float32 (inference batch norm with ``M``,
+      ``V``), rounded once to x's dtype, whose rounding dominates.
+    - With gradients (training), or on devices other than CPU/CUDA: ``(x - M) / sqrt(V + eps) * weight +
+      bias`` from differentiable tensor ops, statistics by ``torch.var_mean`` (Welford) over the panorama,
+      in float32 for half inputs.
     """
     if x.ndim < 2:
         raise ValueError(f"panorama_group_norm expects [B*{faces}, C, ...], got shape {tuple(x.shape)}")
@@ -101,33 +124,88 @@ def panorama_group_norm(
         )
     if c % num_groups:
         raise ValueError(f"{c} channels cannot be split into {num_groups} groups")
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    if needs_grad or x.device.type not in ("cpu", "cuda") or x.numel() == 0:
+        return _differentiable_group_norm(x, num_groups, weight, bias, eps, faces)
     b, cg = n // faces, c // num_groups
-    compute_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    xc = x.to(compute_dtype).contiguous()
-    # 1. per-face statistics with PyTorch's fused GroupNorm kernel: out_f = (x - m_f) * r_f per (face, group)
-    out, mean_f, rstd_f = torch.ops.aten.native_group_norm(xc, None, None, n, c, xc.numel() // max(n * c, 1), num_groups, eps)
-    # 2. panorama statistics (every face has the same count): M = mean(m_f), V = mean(v_f) + mean((m_f - M)^2)
-    mean_f = mean_f.view(b, faces, num_groups)
-    rstd_f = rstd_f.view(b, faces, num_groups)
-    var_f = (rstd_f.reciprocal().square() - eps).clamp_min(0.0)
-    mean = mean_f.mean(dim=1, keepdim=True)
-    var = var_f.mean(dim=1, keepdim=True) + (mean_f - mean).square().mean(dim=1, keepdim=True)
-    rstd = torch.rsqrt(var + eps)
-    # 3. y = (x - M) R w + bias = out_f * (R / r_f) w + ((m_f - M) R w + bias), per (face, channel)
-    scale = (rstd / rstd_f).repeat_interleave(cg, dim=2)  # [b, faces, C]
-    shift = ((mean_f - mean) * rstd).repeat_interleave(cg, dim=2)
-    if weight is not None:
-        w = weight.to(compute_dtype)
-        scale, shift = scale * w, shift * w
-    if bias is not None:
-        shift = shift + bias.to(compute_dtype)
-    out = out.view(n, c, -1)
-    scale, shift = scale.reshape(n, c, 1), shift.reshape(n, c, 1)
-    if torch.is_grad_enabled() and (out.requires_grad or scale.requires_grad or shift.requires_grad):
-        y = torch.addcmul(shift, out, scale)
+    f64 = torch.float64
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    channels_last = x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    if half:
+        # per panorama: per-channel moments in float32, merged, then one mixed-precision batch-norm pass
+        w = weight.float() if weight is not None else None
+        bb = bias.float() if bias is not None else None
+        outs = []
+        for i in range(b):
+            xs = x[i * faces : (i + 1) * faces]
+            mean_c, var_c = _channel_moments(xs, torch.float32)
+            mean, var = _merge(mean_c.to(f64).view(num_groups, cg), var_c.to(f64).view(num_groups, cg))
+            rm = mean.repeat_interleave(cg).float()
+            rv = var.repeat_interleave(cg).float()
+            outs.append(F.batch_norm(xs, rm, rv, w, bb, False, 0.0, eps))
+        return outs[0] if b == 1 else torch.cat(outs)
+    if channels_last:
+        out = torch.empty_like(x)
+        # Welford per channel (the batch-norm statistics kernel loses a few ulps of the mean in this layout)
+        var_c, mean_c = torch.var_mean(x.view(b, faces, *x.shape[1:]), dim=(1, 3, 4), correction=0)
+        mean_c, var_c = mean_c.to(f64).view(b, num_groups, cg), var_c.to(f64).view(b, num_groups, cg)
+        mean, var = _merge(mean_c, var_c)  # [b, G]
     else:
-        y = out.mul_(scale).add_(shift)  # reuse the kernel's output buffer
-    return y.view(x.shape).to(x.dtype)
+        x = x.contiguous()
+        out, mean_f, rstd_f = torch.ops.aten.native_group_norm(x, None, None, n, c, x.numel() // (n * c), num_groups, eps)
+        mean_f = mean_f.to(f64).view(b, faces, num_groups).transpose(1, 2)  # [b, G, faces]
+        var_f = (rstd_f.to(f64).reciprocal().square() - eps).clamp_min(0.0).view(b, faces, num_groups).transpose(1, 2)
+        mean, var = _merge(mean_f, var_f)  # [b, G]
+    scale = torch.rsqrt(var + eps).repeat_interleave(cg, dim=1)  # [b, C]
+    mean = mean.repeat_interleave(cg, dim=1)
+    if weight is not None:
+        scale = scale * weight.to(f64)
+    mean_hi = mean.to(x.dtype)
+    shift = -(mean - mean_hi.to(f64)) * scale
+    if bias is not None:
+        shift = shift + bias.to(f64)
+    bshape = (n, c) + (1,) * (x.ndim - 2)
+
+    def per_face(t: Tensor) -> Tensor:
+        return t.to(x.dtype).repeat_interleave(faces, dim=0).view(bshape)
+
+    torch.sub(x, per_face(mean_hi), out=out)
+    return torch.addcmul(per_face(shift), out, per_face(scale), out=out)
+
+
+def _channel_moments(xs: Tensor, param_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance of ``xs`` ``[N, C, *]`` over N and positions (two-pass), in ``param_dtype``."""
+    c = xs.shape[1]
+    # float32 running buffers select float32 statistics for half inputs (momentum 0 leaves them unchanged)
+    scratch_m = torch.zeros(c, device=xs.device, dtype=param_dtype)
+    scratch_v = torch.ones(c, device=xs.device, dtype=param_dtype)
+    if xs.ndim == 2:
+        xs = xs.unsqueeze(-1)
+    return torch.batch_norm_update_stats(xs, scratch_m, scratch_v, 0.0)
+
+
+def _merge(mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """Merge equal-count (mean, biased variance) pairs along the last dim (Chan et al. 1979): ``[..., k] -> [...]``."""
+    m = mean.mean(dim=-1)
+    return m, var.mean(dim=-1) + (mean - m.unsqueeze(-1)).square().mean(dim=-1)
+
+
+def _differentiable_group_norm(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, faces: int
+) -> Tensor:
+    """Panorama GroupNorm from differentiable tensor ops (gradients flow through the statistics)."""
+    n, c = x.shape[0], x.shape[1]
+    b, cg = n // faces, c // num_groups
+    compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    xg = x.to(compute).reshape(b, faces, num_groups, -1)  # [b, faces, G, cg * L]
+    var, mean = torch.var_mean(xg, dim=(1, 3), correction=0, keepdim=True)  # [b, 1, G, 1]
+    y = (xg - mean) * torch.rsqrt(var + eps)
+    y = y.reshape(b, faces, c, -1)
+    if weight is not None:
+        y = y * weight.to(compute).view(1, 1, c, 1)
+    if bias is not None:
+        y = y + bias.to(compute).view(1, 1, c, 1)
+    return y.reshape(x.shape).to(x.dtype)
 
 
 class PanoramaGroupNorm(nn.GroupNorm):
