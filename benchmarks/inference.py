@@ -14,6 +14,15 @@ peak is ``torch.cuda.max_memory_allocated``. Examples::
     python benchmarks/inference.py --device cuda --full
     python benchmarks/inference.py --layers      # full-size, face 256: panorama-wide vs per-face layers
     python benchmarks/inference.py --seams       # tiny model: ERP jumps at face borders vs inside faces
+    python benchmarks/inference.py --compare_plain --face_sizes 256 --dtypes fp32 bf16 --repeats 2 --profile
+
+``--compare_plain`` builds the full-size model twice in ONE process, sharing the weights: "ours" (cube padding,
+panorama-wide GroupNorm / joint attention, sphere RoPE) and "plain" (the same diffusers networks on six
+independent faces: zero padding, per-face GroupNorm and attention, no RoPE), runs the same ``predict`` on both
+with the repetitions interleaved (ours, plain, ours, plain, ...) so that the ratio survives a loaded machine,
+and prints the best seconds, ours/plain, and the peak memory each run added (resident memory sampled every
+2 ms above its level before the run; on CUDA ``max_memory_allocated``). ``--profile`` runs the last
+repetition under ``torch.profiler`` and adds a table by operator (self time, ours vs plain).
 """
 from __future__ import annotations
 
@@ -119,6 +128,163 @@ def run_spec(spec: Dict[str, Any], timeout: int) -> Dict[str, Any]:
     return json.loads(lines[-1])
 
 
+class PeakRSS:
+    """Context manager: peak resident memory (MB) above the level at entry, sampled by a thread every 2 ms."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._proc = psutil.Process()
+        self.base = self.peak = 0.0
+
+    def _rss(self) -> float:
+        return self._proc.memory_info().rss / 2**20
+
+    def __enter__(self) -> "PeakRSS":
+        import threading
+
+        self.base = self.peak = self._rss()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(0.002):
+                self.peak = max(self.peak, self._rss())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+    @property
+    def added(self) -> float:
+        return self.peak - self.base
+
+
+def build_pair(dtype_name: str, device: str):
+    """Full-size "ours" and "plain" Pager models sharing one set of random weights (see the module docstring)."""
+    import copy
+
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from pager.model import Pager
+    from pager.model.loading import ModalityConfig
+    from pager.model.pager_model import parse_dtype
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD2_UNET).to(device=device, dtype=parse_dtype(dtype_name))
+    vae = AutoencoderKL(**SD_VAE).to(device=device, dtype=parse_dtype(dtype_name))
+    prompt = torch.randn(1, 77, 1024)
+    cfg = ModalityConfig(modality="depth", positional_encoding="RoPE", face_size=768)
+    models = {}
+    for name, special in (("ours", True), ("plain", False)):
+        shared = {id(p): p for p in list(unet.parameters()) + list(vae.parameters())}  # same Parameter objects
+        u, v = copy.deepcopy(unet, memo=dict(shared)), copy.deepcopy(vae, memo=dict(shared))
+        models[name] = Pager(v, {"depth": u}, {"depth": cfg}, prompt, alpha_prod=0.0, cube_padding=special,
+                             panorama_layers=special).to(device)
+    return models
+
+
+def profile_table(tables: Dict[str, Any], top: int = 25) -> str:
+    """Side-by-side table of self time per operator (ms) from ``torch.profiler`` key averages."""
+    rows: Dict[str, Dict[str, float]] = {}
+    for name, events in tables.items():
+        for ev in events:
+            r = rows.setdefault(ev.key, {})
+            r[name] = r.get(name, 0.0) + ev.self_cpu_time_total / 1e3
+            r[name + "_n"] = r.get(name + "_n", 0) + ev.count
+    total = {n: sum(r.get(n, 0.0) for r in rows.values()) for n in tables}
+    order = sorted(rows, key=lambda k: -max(rows[k].get("ours", 0.0), rows[k].get("plain", 0.0)))[:top]
+    out = [f"{'operator':<44} {'ours ms':>10} {'calls':>6} {'plain ms':>10} {'calls':>6} {'ours-plain':>11}"]
+    for k in order:
+        r = rows[k]
+        out.append(f"{k[:44]:<44} {r.get('ours', 0.0):>10.1f} {int(r.get('ours_n', 0)):>6} {r.get('plain', 0.0):>10.1f} "
+                   f"{int(r.get('plain_n', 0)):>6} {r.get('ours', 0.0) - r.get('plain', 0.0):>+11.1f}")
+    out.append(f"{'total (self time, all operators)':<44} {total.get('ours', 0.0):>10.1f} {'':>6} "
+               f"{total.get('plain', 0.0):>10.1f} {'':>6} {total.get('ours', 0.0) - total.get('plain', 0.0):>+11.1f}")
+    return "\n".join(out)
+
+
+def compare_plain(args: argparse.Namespace) -> int:
+    """ours vs plain in one process, interleaved (see the module docstring)."""
+    import platform
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"ours vs plain, full-size SD-2 UNet + SD VAE (random weights), one {2 * max(args.face_sizes)}x"
+          f"{max(args.face_sizes)}-px-face panorama per run; device={args.device}, {torch.get_num_threads()} threads, "
+          f"python {platform.python_version()}, torch {torch.__version__}; load average at start "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; best of {args.repeats} interleaved after {args.warmup} warm-up",
+          flush=True)
+    head = f"{'face':>5} {'dtype':<5} {'ours s':>8} {'plain s':>8} {'ours/plain':>10} {'ours peak MB':>13} {'plain peak MB':>14}"
+    results = []
+    for dtype_name in args.dtypes:
+        models = build_pair(dtype_name, args.device)
+        for name, m in models.items():
+            if args.channels_last or args.compile:
+                m.optimize(channels_last=args.channels_last, compile=args.compile)
+        for fs in args.face_sizes:
+            x = torch.rand(1, 3, fs * 2, fs * 4, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
+            times: Dict[str, List[float]] = {"ours": [], "plain": []}
+            peaks: Dict[str, float] = {"ours": 0.0, "plain": 0.0}
+            tables: Dict[str, Any] = {}
+            for rep in range(args.warmup + args.repeats):
+                for name, m in models.items():
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                        torch.cuda.reset_peak_memory_stats()
+                    prof = None
+                    if args.profile and rep == args.warmup + args.repeats - 1:  # profile the last repetition
+                        from torch.profiler import ProfilerActivity, profile
+
+                        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+                        prof = profile(activities=acts)
+                        prof.__enter__()
+                    with PeakRSS() as mem:
+                        t = time.perf_counter()
+                        out = m.predict(x, face_size=fs)
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
+                        dt = time.perf_counter() - t
+                    if prof is not None:
+                        prof.__exit__(None, None, None)
+                        tables[name] = prof.key_averages()
+                    assert torch.isfinite(out["depth_values"]).all(), f"{name}: non-finite output"
+                    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else mem.added
+                    if rep >= args.warmup:
+                        times[name].append(dt)
+                        peaks[name] = max(peaks[name], peak)
+                    print(f"  run {rep} {name:<5} face {fs} {dtype_name}: {dt:.2f} s, peak +{peak:.0f} MB, "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)
+            best = {k: min(v) for k, v in times.items()}
+            results.append((fs, dtype_name, best, peaks, tables))
+        del models
+    print("\n" + head)
+    for fs, dtype_name, best, peaks, _ in results:
+        print(f"{fs:>5} {dtype_name:<5} {best['ours']:>8.2f} {best['plain']:>8.2f} {best['ours'] / best['plain']:>10.3f} "
+              f"{peaks['ours']:>13.0f} {peaks['plain']:>14.0f}")
+    fp32 = {fs: best["plain"] for fs, d, best, _, _ in results if d == "fp32"}
+    for fs, dtype_name, best, _, _ in results:
+        if dtype_name != "fp32" and fs in fp32:
+            print(f"face {fs}: ours {dtype_name} / plain fp32 = {best['ours'] / fp32[fs]:.3f}")
+    for fs, dtype_name, _, _, tables in results:
+        if tables:
+            print(f"\nprofile, face {fs}, {dtype_name} (self time by operator, one run each)")
+            print(profile_table(tables))
+    load = os.getloadavg()
+    print(f"\nload average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (absolute seconds are inflated by "
+          f"other jobs on a shared machine; the interleaved ratios are the figures to compare)")
+    return 0
+
+
 def seams(face_size: int = 32, seeds=(0, 1, 2)) -> None:
     """Tiny random models on a smooth panorama: mean ERP jump across face borders / inside faces."""
     import torch
@@ -171,6 +337,11 @@ def main() -> int:
                         help="full-size model, face 256: panorama-wide (joint attention, panorama GroupNorm, RoPE) vs per-face layers")
     parser.add_argument("--seams", action="store_true", help="tiny models: face-border jumps with and without cube padding")
     parser.add_argument("--smoke", action="store_true", help="smallest settings: checks that the script runs (the numbers mean nothing)")
+    parser.add_argument("--compare_plain", action="store_true",
+                        help="full-size model: ours vs plain diffusers in one process, interleaved (ratios, peak memory)")
+    parser.add_argument("--profile", action="store_true", help="with --compare_plain: torch.profiler table by operator")
+    parser.add_argument("--channels_last", action="store_true", help="with --compare_plain: channels_last memory format")
+    parser.add_argument("--compile", action="store_true", help="with --compare_plain: torch.compile the networks")
     args = parser.parse_args()
     if args.smoke:
         args.models, args.face_sizes, args.dtypes, args.repeats, args.warmup, args.threads = ["tiny"], [32], ["fp32"], 1, 0, 1
@@ -180,6 +351,8 @@ def main() -> int:
     if args.seams:
         seams()
         return 0
+    if args.compare_plain:
+        return compare_plain(args)
     specs = []
     if args.layers:
         for pl in (True, False):

@@ -239,3 +239,24 @@ def test_both_gather_strategies_agree(monkeypatch):
     finally:
         cp._pad_index.cache_clear()
     assert torch.equal(small, large) and torch.allclose(g_small, g_large)
+
+
+@pytest.mark.parametrize("full_gather_max", [32, 0])  # both strategies: whole-tensor gather, interior copy + border
+@pytest.mark.parametrize("mode", ["reference", "geometric"])
+@pytest.mark.parametrize("sides", [(1, 1, 1, 1), (0, 1, 0, 1), (2, 2, 2, 2), (1, 2, 0, 1)])
+def test_channels_last_padding_equals_contiguous(monkeypatch, full_gather_max, mode, sides):
+    """channels_last input (the fast path) pads to exactly the same values, stays channels_last, same gradients."""
+    import pager.geometry.cube_padding as cp
+
+    monkeypatch.setattr(cp, "_FULL_GATHER_MAX_FACE", full_gather_max)
+    cp._pad_index.cache_clear()
+    try:
+        x = torch.randn(12, 5, 7, 7, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        xc = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+        ref = cp.cube_pad(x, sides=sides, mode=mode)
+        out = cp.cube_pad(xc, sides=sides, mode=mode)
+        assert out.is_contiguous(memory_format=torch.channels_last) and torch.equal(out, ref)
+        g = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(torch.autograd.grad((out * g).sum(), xc)[0], torch.autograd.grad((ref * g).sum(), x)[0])
+    finally:
+        cp._pad_index.cache_clear()

@@ -16,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--normals_checkpoint_path", default=None,
                         help="a second checkpoint for normals when --checkpoint_path is a depth model")
     parser.add_argument("--enable_xformers", action="store_true", help="memory-efficient attention (CUDA)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "fp32", "float16", "fp16", "bfloat16", "bf16"),
+                        help="fast path: float16/bfloat16 on GPUs (bfloat16 on CPUs with AVX512-BF16/AMX)")
+    parser.add_argument("--channels_last", action="store_true", help="fast path: channels_last memory layout")
+    parser.add_argument("--compile", action="store_true", help="fast path: torch.compile the networks (the first request compiles)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -44,7 +48,10 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     source: Any = args.checkpoint_path or "default"
     if args.normals_checkpoint_path:
         source = {"depth": source, "normals": args.normals_checkpoint_path}
-    return PagerPipeline.from_pretrained(source, device=args.device, enable_xformers=args.enable_xformers)
+    pipe = PagerPipeline.from_pretrained(source, device=args.device, enable_xformers=args.enable_xformers,
+                                         torch_dtype=getattr(args, "dtype", "float32"))
+    pipe.model.optimize(channels_last=getattr(args, "channels_last", False), compile=getattr(args, "compile", False))
+    return pipe
 
 
 def run(args: argparse.Namespace) -> int:

@@ -193,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     model = Pager.from_pretrained(ckpt, variant=args.variant, torch_dtype=cfg.get("dtype") or "float32", device=device,
                                   allow_pickle=args.allow_pickle, enable_xformers=bool(cfg.enable_xformers),
                                   overrides=overrides)
+    model.optimize(channels_last=bool(cfg.get("channels_last")), compile=bool(cfg.get("compile")))
     if tuple(model.modalities) != tuple(modalities):
         raise ValueError(f"checkpoint {ckpt!r}: its config.yaml names {list(modalities)}, its weights {list(model.modalities)}")
     if state.is_main_process:

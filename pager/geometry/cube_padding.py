@@ -223,6 +223,18 @@ def _pad_index(fs: int, sides: Sides, channels: int, n: int, device: torch.devic
     return {k: v.to(torch.long if k.endswith("_dst") else dtype).to(device) for k, v in out.items()}
 
 
+# torch.compile: dynamo must not trace the construction of the cached tables (it would rebuild them inside the
+# compiled graph on every call); the look-up runs outside the graph (one graph break per padding).
+_pad_index_eager = torch.compiler.disable(_pad_index, recursive=True)
+
+
+def _indices(fs: int, sides: Sides, channels: int, n: int, device: torch.device, mode: str) -> Dict[str, torch.Tensor]:
+    """:func:`_pad_index` (cached), also from compiled code."""
+    if torch.compiler.is_compiling():
+        return _pad_index_eager(fs, sides, channels, n, device, mode)
+    return _pad_index(fs, sides, channels, n, device, mode)
+
+
 def _as_sides(pad: Optional[int], sides: Optional[Sequence[int]]) -> Sides:
     """``sides`` (left, right, top, bottom) if given, else ``pad`` on all four sides."""
     if sides is None:
@@ -268,7 +280,9 @@ def cube_pad(
         return faces
     n = n6 // 6
     hp, wp = h + top + bottom, w + left + right
-    idx = _pad_index(h, sd, c, n, _normalize_device(faces.device), mode)
+    if c > 1 and faces.is_contiguous(memory_format=torch.channels_last) and not faces.is_contiguous():
+        return _cube_pad_channels_last(faces, sd, mode)
+    idx = _indices(h, sd, c, n, _normalize_device(faces.device), mode)
     xf = faces.contiguous().view(-1)
     if "full" in idx:
         of = xf.index_select(0, idx["full"])
@@ -282,6 +296,30 @@ def cube_pad(
         corner = xf.index_select(0, idx["c_src_ab"]).view(2, -1).mean(dim=0)
         of.index_copy_(0, idx["c_dst"], corner)
     return out
+
+
+def _cube_pad_channels_last(faces: torch.Tensor, sd: Sides, mode: str) -> torch.Tensor:
+    """:func:`cube_pad` of a channels_last batch: the same tables over pixels, moving whole channel vectors.
+
+    In memory a channels_last ``[N*6, C, F, F]`` is ``[N*6*F*F, C]``; the single-channel index tables of
+    :func:`_pad_index` address its rows, so every gather copies ``C`` contiguous values at once. Returns a
+    channels_last tensor equal to the contiguous path's result.
+    """
+    n6, c, h, w = faces.shape
+    left, right, top, bottom = sd
+    hp, wp = h + top + bottom, w + left + right
+    idx = _indices(h, sd, 1, n6 // 6, _normalize_device(faces.device), mode)
+    rows = faces.permute(0, 2, 3, 1).reshape(n6 * h * w, c)  # a view for channels_last input
+    if "full" in idx:
+        out_rows = rows.index_select(0, idx["full"])
+    else:
+        out_rows = faces.new_empty((n6 * hp * wp, c))
+        out_rows.view(n6, hp, wp, c)[:, top : top + h, left : left + w] = rows.view(n6, h, w, c)
+        out_rows.index_copy_(0, idx["e_dst"], rows.index_select(0, idx["e_src"]))
+    if "c_dst" in idx:
+        corner = rows.index_select(0, idx["c_src_ab"]).view(2, -1, c).mean(dim=0)
+        out_rows.index_copy_(0, idx["c_dst"], corner)
+    return out_rows.view(n6, hp, wp, c).permute(0, 3, 1, 2)
 
 
 def cube_pad_asymmetric(faces: torch.Tensor, sides: Sequence[int], mode: str = "reference") -> torch.Tensor:

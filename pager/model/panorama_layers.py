@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pager.model.rope import hw_from_token_count, rope_cos_sin, _rotate
+from pager.model.rope import hw_from_token_count, rope_tables, _rotate
 
 __all__ = [
     "PanoramaGroupNorm",
@@ -425,7 +425,7 @@ class PanoramaAttnProcessor:
             num_tokens = query.shape[2]
             hw = hw_from_token_count(num_tokens, self.faces)
             order = "reference_vae" if (self.rope_token_order == "reference_vae" and input_ndim == 4) else "face_row_col"
-            cos, sin = rope_cos_sin(hw, head_dim, query.device, query.dtype, order)
+            cos, sin = rope_tables(hw, head_dim, query.device, query.dtype, order)
             query = _rotate(query, cos, sin)
             key = _rotate(key, cos, sin)
 

@@ -223,6 +223,13 @@ def rope_cos_sin(
     return _cos_sin_cached(_check_hw(hw), head_dim, _norm_device(device), dtype, token_order)
 
 
+def rope_tables(hw: int, head_dim: int, device: torch.device, dtype: torch.dtype, token_order: str) -> tuple[Tensor, Tensor]:
+    """:func:`rope_cos_sin` (cached), also from ``torch.compile``'d code (looked up outside the graph, never re-traced)."""
+    if torch.compiler.is_compiling():
+        return _rope_cos_sin_eager(hw, head_dim, device, dtype, token_order)
+    return rope_cos_sin(hw, head_dim, device, dtype, token_order)
+
+
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate interleaved pairs of x [..., N, D] by cos/sin [N, P] (P = D // 2), in x's dtype."""
     pairs = cos.shape[-1]
@@ -232,6 +239,9 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     if x.shape[-1] > 2 * pairs:
         out = torch.cat([out, x[..., 2 * pairs :]], dim=-1)
     return out
+
+
+_rope_cos_sin_eager = torch.compiler.disable(rope_cos_sin, recursive=True)
 
 
 def apply_sphere_rope(x: Tensor, positions: Tensor | None = None, token_order: str = "face_row_col") -> Tensor:

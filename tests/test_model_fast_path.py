@@ -1,0 +1,68 @@
+"""The inference fast path (issue 17): channels_last layout and the GPU check script's CPU smoke mode."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pager.model import Pager, build_tiny_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fast")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PAGER_CACHE_DIR", str(root / "cache"))
+        base = root / "base"
+        yield {
+            "depth": build_tiny_checkpoint(root / "depth", seed=0, base_dir=base),
+            "normals": build_tiny_checkpoint(root / "normals", modality="normals", positional_encoding="uv", seed=1,
+                                             base_dir=base),
+        }
+
+
+def test_channels_last_predicts_the_same(checkpoints):
+    """Both float32 layouts lie within float32 rounding of the float64 prediction, so they differ by at most
+    about twice that error (factor 4 for rounding that differs between kernels)."""
+    x = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    src = {k: str(v) for k, v in checkpoints.items()}
+    plain = Pager.from_pretrained(src, device="cpu")
+    ref = plain.predict(x, face_size=16)
+    ref64 = Pager.from_pretrained(src, device="cpu").to(torch.float64).predict(x.double(), face_size=16)
+    fast = Pager.from_pretrained(src, device="cpu").optimize(channels_last=True)
+    assert fast.memory_format == torch.channels_last
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.vae.parameters() if p.dim() == 4)
+    out = fast.predict(x, face_size=16)
+    for key in ("depth_values", "normals"):
+        own = (ref[key].double() - ref64[key]).abs().max().item()
+        diff = (out[key] - ref[key]).abs().max().item()
+        assert diff <= 4 * max(own, torch.finfo(torch.float32).eps), (key, diff, own)
+
+
+def test_gpu_check_cpu_smoke_runs_every_step(tmp_path):
+    """benchmarks/gpu_check.py --cpu-smoke: the GPU machine's script runs end to end on the CPU with a tiny model
+    (golden check on the device, inference per dtype, attention backends, a training step) and prints its table."""
+    out_json = tmp_path / "rows.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--cpu-smoke", "--repeats", "1",
+           "--train_steps", "1", "--json", str(out_json)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO,
+                          env={**__import__("os").environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = json.loads(out_json.read_text())["rows"]
+    steps = {(r["step"], r["config"]) for r in rows}
+    assert ("fidelity", "golden set on cpu") in steps
+    fid = next(r for r in rows if r["step"] == "fidelity")
+    assert fid["note"].startswith("2 cases (") and ": PASS;" in fid["note"], fid
+    for dtype in ("fp32", "bf16"):
+        r = next(r for r in rows if r["step"] == "infer" and r["config"] == f"face 32 {dtype}")
+        assert r["seconds"] > 0 and r["peak_mb"] is not None
+    assert any(r["step"] == "attention" and r["seconds"] for r in rows)
+    train = next(r for r in rows if r["step"] == "train")
+    assert train["seconds"] > 0 and "steps/s" in train["note"]
+    assert "PaGeR gpu_check summary" in proc.stdout
