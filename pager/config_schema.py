@@ -242,6 +242,8 @@ class InferenceConfig:
     skip_bad_samples: bool
     stitching: Literal["exact", "reference"]
     seam_blend: bool
+    channels_last: bool
+    compile: bool
     training: TrainingSection
     model: ModelSection
     data: DataSection
