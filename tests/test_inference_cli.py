@@ -216,13 +216,17 @@ def test_seam_blend_option_reaches_the_model_and_the_files(world, tmp_path, monk
             argv = ["predict", str(world["imgs"] / "one.png"), "--out", str(out), "--checkpoint_path",
                     str(world["depth"]), "--no_progress", *extra]
             assert pager_main(argv) == 0
-            arrays[flag] = np.load(out / "one.npz")["depth"]
+            saved = np.load(out / "one.npz")
+            arrays[flag] = saved["depth"]
         else:
             from pager.cli.infer import main
 
             assert main(infer_args(world, out, "--generate_eval", "--max_samples", "1", *extra)) == 0
             (npz,) = (out / "PaGeR-tiny-depth" / "Synthetic" / "eval").glob("*.npz")
-            arrays[flag] = np.load(npz)["arr_0"]
+            saved = np.load(npz)
+            arrays[flag] = saved["arr_0"]
+        assert bool(saved["seam_blend"]) is flag  # the files say how they were made
+        assert str(saved["stitching"]) == "exact"
     assert calls == [False, True]
     rgb = torch.from_numpy(np.asarray(Image.open(world["imgs"] / "one.png"), dtype=np.float32) / 255.0)
     if command == "predict":

@@ -234,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
                 pred = model.predict(rgb, face_size=face_size, output_size=(h, w), stitching=stitching,
                                      seam_blend=bool(cfg.get("seam_blend")))
             written += _write_chunk(chunk, samples, pred, model.modalities, ids, roots, cfg, freq, stitching,
-                                    {m: bool(model.configs[m].metric_depth) for m in model.modalities})
+                                    {m: bool(model.configs[m].metric_depth) for m in model.modalities},
+                                    seam_blend=bool(cfg.get("seam_blend")))
         bar.update(min(batch_size, len(mine) - start))
     bar.close()
     state.wait_for_everyone()
@@ -250,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_chunk(chunk: List[int], samples: List[dict], pred: dict, modalities: Sequence[str], ids: List[str],
-                 roots: dict, cfg: Any, freq: int, stitching: str, metric: dict) -> int:
+                 roots: dict, cfg: Any, freq: int, stitching: str, metric: dict, seam_blend: bool = False) -> int:
     """Write the eval npz / example images of one predicted chunk; returns the number of files written."""
     from pager.export import mosaic, save_image, save_npz
 
@@ -265,7 +266,7 @@ def _write_chunk(chunk: List[int], samples: List[dict], pred: dict, modalities: 
             if cfg.generate_eval:
                 extra = {"metric_depth": np.bool_(metric[m])} if m == "depth" else {}
                 save_npz(roots[m] / "eval" / f"{sample_id}.npz", arr_0=arr.astype(np.float32), mask=mask,
-                         stitching=np.str_(stitching), **extra)
+                         stitching=np.str_(stitching), seam_blend=np.bool_(seam_blend), **extra)
                 written += 1
             if freq and i % freq == 0:
                 image = _prediction_image(m, arr)

@@ -8,7 +8,8 @@ For every input image ``<stem>`` it writes, atomically, into ``--out``:
 * ``<stem>_normals.png``   normals as RGB, ``(n + 1) / 2`` with x forward, y up, z right
 * ``<stem>.npz``           ``depth [H, W]`` (metres, or relative for non-metric checkpoints), ``depth_mask``,
   ``normals [H, W, 3]`` (unit, PaGeR world frame), ``normals_mask``, ``rgb [H, W, 3]`` uint8, and
-  ``metric_depth`` / ``min_depth`` / ``max_depth`` scalars
+  ``metric_depth`` / ``min_depth`` / ``max_depth`` scalars, and the processing options ``stitching`` and
+  ``seam_blend``
 
 Existing files are not overwritten unless ``--overwrite`` is given. Several checkpoints can be combined:
 ``--checkpoint_path prs-eth/PaGeR-depth prs-eth/PaGeR-normals`` (each checkpoint's config says its modality).
@@ -111,7 +112,8 @@ def write_outputs(stem: str, out_dir: Path, result: Dict[str, Any], meta: Dict[s
     from pager.export import colorize_depth, normals_to_rgb, save_depth_png16, save_image, save_npz
 
     written: List[Path] = []
-    arrays: Dict[str, Any] = {"rgb": result["rgb"], "stitching": np.str_(meta.get("stitching", "exact"))}
+    arrays: Dict[str, Any] = {"rgb": result["rgb"], "stitching": np.str_(meta.get("stitching", "exact")),
+                              "seam_blend": np.bool_(meta.get("seam_blend", False))}
     if result.get("depth") is not None:
         depth, mask = result["depth"], result["depth_mask"]
         written.append(save_image(out_dir / f"{stem}_depth.png", colorize_depth(depth, mask)))
