@@ -62,6 +62,7 @@ def _cfg(assets, run_name, **over):
         "loss.grad_loss_weight": 0.5,
         "loss.normals_consistency_loss_weight": 0.1,
         "loss.invalid_mask_weight": 0.1,
+        "loss.invalid_saturation_weight": 0.5,
         "validation.run_validation": False,
         "validation.run_tiny_validation": False,
         "logging.report_to": "none",
@@ -127,7 +128,7 @@ def _copy_run(src, dst):
 def test_resume_reaches_the_same_weights(assets, runs):
     full, part = runs["full"], runs["part"]
     assert full.global_step == 4 and not full.stopped_early
-    assert set(full.last_losses) == {"total_loss", "l1_loss", "grad_loss", "normals_consistency_loss"}
+    assert set(full.last_losses) == {"total_loss", "l1_loss", "grad_loss", "normals_consistency_loss", "saturation_loss"}
     assert part.stopped_early and part.global_step == 2
     run = _copy_run(part.run_dir, assets["root"] / "runs" / "part_resumed")
     state = run / "checkpoint-last" / "training_checkpoint"

@@ -14,6 +14,7 @@ from pager.training.losses import (
     gradient_l1_loss,
     masked_l1_loss,
     normals_losses,
+    saturation_hinge_loss,
 )
 from pager.training.schedule import ExponentialWarmupSchedule, build_lr_scheduler
 
@@ -146,6 +147,68 @@ def test_depth_losses_weights_and_alignment():
     assert met["total_loss"].item() == pytest.approx(0.6, rel=1e-5)
     with pytest.raises(ValueError, match="normals"):
         depth_losses(target, target, mask, log_scale=True, metric_depth=True, normals_consistency_loss_weight=1.0)
+
+
+# ------------------------------------------------------------------------- invalid-pixel saturation
+@pytest.mark.parametrize("log_scale", [True, False])
+def test_saturation_value_decodes_to_the_mask_threshold(log_scale):
+    from pager.geometry.depth_encoding import VALID_MAX_FACTOR, decode_depth, saturation_value
+
+    lo, hi = 0.1, 75.0
+    s = saturation_value(lo, hi, log_scale=log_scale)
+    if log_scale:  # hand-computed: 1 - 2 ln(1/0.99) / ln(750)
+        assert s == pytest.approx(1 - 2 * math.log(1 / 0.99) / math.log(750.0), rel=1e-12)
+    else:  # 1 - 2 * 0.01 * 75 / 74.9
+        assert s == pytest.approx(1 - 2 * 0.01 * 75.0 / 74.9, rel=1e-12)
+    # decode_depth works in float32: relative accuracy ~1e-6
+    assert decode_depth(torch.tensor(s), lo, hi, log_scale=log_scale).item() == pytest.approx(VALID_MAX_FACTOR * hi, rel=1e-6)
+    v = torch.tensor([s - 0.02, s + 1e-4, s + 0.02, 1.5])
+    d = decode_depth(v, lo, hi, log_scale=log_scale)
+    # what Pager.predict's depth_mask does with them: below the saturation value valid, above invalid
+    valid = d < VALID_MAX_FACTOR * hi
+    assert valid.tolist() == [True, False, False, False]
+
+
+def test_saturation_hinge_loss_hand_computed():
+    pred = _t([[1.2, 0.9], [0.95, -0.5]])
+    invalid = torch.tensor([[True, True], [False, False]])[None, None]
+    valid = torch.tensor([[False, False], [True, True]])[None, None]
+    s, m = 0.99, 0.02
+    # invalid: relu(1.01 - 1.2) = 0, relu(1.01 - 0.9) = 0.11 -> mean 0.055
+    # valid:   relu(0.95 - 0.97) = 0, relu(-0.5 - 0.97) = 0 -> 0
+    assert saturation_hinge_loss(pred, valid, invalid, s, m).item() == pytest.approx(0.055, rel=1e-5)
+    # a valid pixel too close to saturation: relu(0.99 - 0.97) = 0.02 over 2 valid pixels
+    pred2 = _t([[1.2, 1.2], [0.99, -0.5]])
+    assert saturation_hinge_loss(pred2, valid, invalid, s, m).item() == pytest.approx(0.01, rel=1e-5)
+    # pixels in neither mask are free; empty masks give 0
+    none = torch.zeros_like(valid)
+    assert saturation_hinge_loss(pred, none, none, s, m).item() == 0.0
+    with pytest.raises(ValueError, match="margin"):
+        saturation_hinge_loss(pred, valid, invalid, s, -0.1)
+    with pytest.raises(ValueError, match="bool"):
+        saturation_hinge_loss(pred, valid.float(), invalid, s, m)
+
+
+def test_depth_losses_saturation_term_uses_the_unaligned_prediction():
+    target = torch.rand(1, 6, 1, 4, 4) * 1.6 - 0.9  # valid depth in [-0.9, 0.7]
+    mask = torch.ones(1, 6, 1, 4, 4, dtype=torch.bool)
+    mask[:, 0] = False  # face 0: sky
+    invalid = ~mask
+    pred = torch.where(mask, target, torch.full_like(target, 2.0))  # exact where valid, far above where invalid
+    out = depth_losses(pred, target, mask, log_scale=True, metric_depth=False, saturation_weight=1.0,
+                       invalid=invalid, saturation=0.99)
+    assert out["l1_loss"].item() == pytest.approx(0.0, abs=1e-6)
+    assert out["saturation_loss"].item() == 0.0 and out["total_loss"].item() == pytest.approx(0.0, abs=1e-6)
+    # a relative model is free to shift its valid depth, but not up into the saturated range:
+    # shifted by +0.5, valid pixels above 0.97 cost (x - 0.97) each, the aligned L1 stays 0
+    shifted = torch.where(mask, target + 0.5, pred)
+    out = depth_losses(shifted, target, mask, log_scale=True, metric_depth=False, saturation_weight=2.0,
+                       invalid=invalid, saturation=0.99)
+    expected = torch.relu(target + 0.5 - 0.97)[mask].mean().item()
+    assert out["saturation_loss"].item() == pytest.approx(expected, rel=1e-5)
+    assert out["total_loss"].item() == pytest.approx(2.0 * expected, rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="invalid-pixel mask"):
+        depth_losses(pred, target, mask, log_scale=True, metric_depth=False, saturation_weight=1.0)
 
 
 def test_alignment_is_differentiable():

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from pager.geometry import erp_to_cubemap, roll_erp, roll_normals
+from pager.geometry.depth_encoding import VALID_MAX_FACTOR, VALID_MIN_FACTOR
 
 logger = logging.getLogger(__name__)
 
@@ -232,8 +233,8 @@ class PanoramaDataset(Dataset):
     SUBDIR: ClassVar[Optional[str]] = None  # folder under data_path; defaults to NAME
     MIN_DEPTH: ClassVar[float] = 0.01
     MAX_DEPTH: ClassVar[float] = 75.0
-    MASK_MIN_FACTOR: ClassVar[float] = 1.01  # valid depth > MASK_MIN_FACTOR * min_depth (reference)
-    MASK_MAX_FACTOR: ClassVar[float] = 0.99  # valid depth < MASK_MAX_FACTOR * max_depth (reference)
+    MASK_MIN_FACTOR: ClassVar[float] = VALID_MIN_FACTOR  # valid depth > MASK_MIN_FACTOR * min_depth (1.01, reference)
+    MASK_MAX_FACTOR: ClassVar[float] = VALID_MAX_FACTOR  # valid depth < MASK_MAX_FACTOR * max_depth (0.99, reference)
     EVAL_BAND: ClassVar[float] = 0.0  # fraction of rows masked at top and bottom for evaluation
     HAS_NORMALS: ClassVar[bool] = False
     SCENE_TYPES: ClassVar[Tuple[str, ...]] = ("indoor",)

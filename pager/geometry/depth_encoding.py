@@ -10,6 +10,12 @@ import math
 
 import torch
 
+#: Depth is valid strictly between ``VALID_MIN_FACTOR * min_depth`` and ``VALID_MAX_FACTOR * max_depth``
+#: (the datasets' ground-truth masks, the prediction's ``depth_mask`` and the saturation loss of training
+#: all use these factors; the reference masks ground truth the same way).
+VALID_MIN_FACTOR = 1.01
+VALID_MAX_FACTOR = 0.99
+
 
 def _check_range(min_depth: float, max_depth: float) -> None:
     if not (min_depth > 0 and max_depth > min_depth):
@@ -56,3 +62,19 @@ def affine_normalize_depth(depth: torch.Tensor, mask: torch.Tensor, low: float =
     hi = torch.nanquantile(filled, high, dim=1, keepdim=True)
     scaled = (flat - lo) / (hi - lo).clamp_min(1e-6)
     return (scaled * 2.0 - 1.0).clamp(-1.0, 1.0).view_as(depth).to(depth.dtype)
+
+
+def saturation_value(min_depth: float, max_depth: float, log_scale: bool = True) -> float:
+    """The encoded value of ``VALID_MAX_FACTOR * max_depth``: a prediction at or above it decodes to a
+    depth the prediction's ``depth_mask`` marks invalid (saturated at the far end of the range).
+
+    Log models: ``1 - 2 log(1 / VALID_MAX_FACTOR) / log(max_depth / min_depth)`` (about 0.997 for
+    0.1-75 m); linear models: ``1 - 2 (1 - VALID_MAX_FACTOR) max_depth / (max_depth - min_depth)``.
+    """
+    _check_range(min_depth, max_depth)
+    d = VALID_MAX_FACTOR * max_depth
+    if log_scale:
+        p = (math.log(d) - math.log(min_depth)) / (math.log(max_depth) - math.log(min_depth))
+    else:
+        p = (d - min_depth) / (max_depth - min_depth)
+    return 2.0 * p - 1.0

@@ -391,7 +391,7 @@ class Pager(nn.Module):
         - ``"normals_mask"`` ``[B, H, W]`` bool: finite with a non-degenerate length before normalisation.
         """
         from pager.geometry.cubemap import check_stitching, cubemap_to_erp, erp_to_cubemap
-        from pager.geometry.depth_encoding import decode_depth
+        from pager.geometry.depth_encoding import VALID_MAX_FACTOR, VALID_MIN_FACTOR, decode_depth
 
         if rgb_erp.dim() == 3:
             rgb_erp = rgb_erp.unsqueeze(0)
@@ -430,7 +430,8 @@ class Pager(nn.Module):
                                             rotation=rot)
                     values = values[:, 0].clamp(-1.0, 1.0)
                     depth = decode_depth(values, cfg.min_depth, cfg.max_depth, log_scale=cfg.log_scale).float()
-                    mask = torch.isfinite(depth) & (depth < 0.99 * cfg.max_depth) & (depth > 1.01 * cfg.min_depth)
+                    mask = (torch.isfinite(depth) & (depth < VALID_MAX_FACTOR * cfg.max_depth)
+                            & (depth > VALID_MIN_FACTOR * cfg.min_depth))
                     passes.append({"depth": depth, "depth_values": values, "depth_mask": mask})
                 else:
                     erp_n = cubemap_to_erp(cube, out_h, out_w, mode="bilinear", stitching=stitching,

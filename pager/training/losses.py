@@ -21,6 +21,7 @@ __all__ = [
     "gradient_l1_loss",
     "cosine_normals_loss",
     "normals_consistency_loss",
+    "saturation_hinge_loss",
     "align_shift",
     "align_scale_shift",
     "align_relative_depth",
@@ -119,6 +120,37 @@ def normals_consistency_loss(
     return cosine_normals_loss(normals, gt_normals.to(normals.dtype), valid)
 
 
+def saturation_hinge_loss(
+    pred: torch.Tensor, valid: torch.Tensor, invalid: torch.Tensor, saturation: float, margin: float
+) -> torch.Tensor:
+    """Hinge loss that teaches a depth model to mark invalid pixels (sky, beyond range) by saturating.
+
+    ``mean(relu(saturation + margin - pred))`` over ``invalid`` pixels plus
+    ``mean(relu(pred - (saturation - margin)))`` over ``valid`` ones: invalid pixels must be predicted at
+    least ``margin`` above ``saturation`` (the encoded value of ``VALID_MAX_FACTOR * max_depth``, see
+    :func:`pager.geometry.depth_encoding.saturation_value`), so the prediction's ``depth_mask`` (depth
+    below ``VALID_MAX_FACTOR * max_depth``) excludes them, and valid pixels at least ``margin`` below it.
+    The prediction is the raw (unaligned) encoded output: a relative model's aligned L1 term leaves its
+    absolute level free, and this term fixes it only as far as the mask needs. Pixels in neither mask
+    (e.g. cube-face pixels interpolated from both) are not supervised.
+
+    Args:
+        pred: ``[..., 1, H, W]`` encoded depth prediction (any value; decoding clamps to [-1, 1]).
+        valid, invalid: bool masks of ``pred``'s shape (disjoint).
+        saturation, margin: encoded values (``margin >= 0``).
+    Returns:
+        float32 scalar (0 where a mask is empty).
+    """
+    _check_shapes(pred, pred, valid, "saturation_hinge_loss")
+    _check_shapes(pred, pred, invalid, "saturation_hinge_loss")
+    if margin < 0:
+        raise ValueError(f"saturation_hinge_loss: margin must be >= 0, got {margin}")
+    p = pred.float()
+    high = torch.relu(saturation + margin - p)
+    low = torch.relu(p - (saturation - margin))
+    return masked_mean(high, invalid) + masked_mean(low, valid)
+
+
 # ---------------------------------------------------------------------------------------------
 # Alignment of relative depth (per panorama: all dimensions after the first are pooled)
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +228,10 @@ def depth_losses(
     gt_normals: Optional[torch.Tensor] = None,
     erp_mask: Optional[torch.Tensor] = None,
     to_erp_depth=None,
+    saturation_weight: float = 0.0,
+    invalid: Optional[torch.Tensor] = None,
+    saturation: Optional[float] = None,
+    saturation_margin: float = 0.02,
 ) -> Dict[str, torch.Tensor]:
     """All depth loss terms of one batch and their weighted sum ``total_loss``.
 
@@ -206,8 +242,12 @@ def depth_losses(
         gt_normals, erp_mask: ``[B, 3, H, W]`` / ``[B, 1, H, W]`` ERP ground truth for the normals-consistency term.
         to_erp_depth: callable mapping the aligned cube prediction ``[B, 6, 1, F, F]`` to ERP metres
             ``[B, 1, H, W]`` (needed only when ``normals_consistency_loss_weight > 0``).
+        saturation_weight, invalid, saturation, saturation_margin: weight of
+            :func:`saturation_hinge_loss` on the unaligned ``pred``, with ``invalid`` (``[B, 6, 1, F, F]``
+            bool, pixels whose ground truth is sky / beyond range) and the encoded ``saturation`` value.
     Returns:
-        dict with ``total_loss`` and each active term (``l1_loss``, ``grad_loss``, ``normals_consistency_loss``).
+        dict with ``total_loss`` and each active term (``l1_loss``, ``grad_loss``, ``normals_consistency_loss``,
+        ``saturation_loss``).
     """
     aligned = align_relative_depth(pred.float(), target.float(), mask, log_scale=log_scale, metric_depth=metric_depth)
     out: Dict[str, torch.Tensor] = {}
@@ -225,6 +265,11 @@ def depth_losses(
             )
         out["normals_consistency_loss"] = normals_consistency_loss(to_erp_depth(aligned), gt_normals, erp_mask)
         total = total + normals_consistency_loss_weight * out["normals_consistency_loss"]
+    if saturation_weight > 0.0:
+        if invalid is None or saturation is None:
+            raise ValueError("saturation_weight > 0 needs the invalid-pixel mask and the saturation value")
+        out["saturation_loss"] = saturation_hinge_loss(pred, mask, invalid, float(saturation), float(saturation_margin))
+        total = total + saturation_weight * out["saturation_loss"]
     out["total_loss"] = total
     return out
 

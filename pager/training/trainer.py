@@ -387,6 +387,15 @@ class Trainer:
             raise ValueError(f"face_size {self.face_size} must be a multiple of {self.pager.face_multiple} for this model")
         self.model_cfg = self.pager.configs[self.modality]
         self.unet = self.pager.unets[self.modality]
+        self._saturation: Optional[float] = None
+        if self.modality == "depth" and float(_get(self.cfg, "loss.invalid_saturation_weight", 0.0)) > 0.0:
+            from pager.geometry.depth_encoding import saturation_value
+
+            mc = self.model_cfg
+            if not (mc.metric_depth or mc.log_scale):
+                raise ValueError("invalid_saturation_weight > 0 needs a metric or log-scale depth model: an affine "
+                                 "relative model has no fixed far end of its range to saturate at")
+            self._saturation = saturation_value(mc.min_depth, mc.max_depth, log_scale=mc.log_scale)
 
     # ---------------------------------------------------------------------------------- batches
     def _augment(self, batch: Dict[str, Any]) -> Dict[str, Any]:
@@ -436,7 +445,10 @@ class Trainer:
         out["mask_erp"] = mask
         out["target"] = erp_to_cubemap(target, self.face_size, mode="bilinear")
         # a face pixel is supervised only when every ERP pixel it interpolates from is valid
-        out["mask"] = erp_to_cubemap(mask.float(), self.face_size, mode="bilinear") > 0.999
+        valid_fraction = erp_to_cubemap(mask.float(), self.face_size, mode="bilinear")
+        out["mask"] = valid_fraction > 0.999
+        # ... and counts as invalid (sky, beyond range: the saturation loss) only when none of them is valid
+        out["invalid"] = valid_fraction < 0.001
         return out
 
     def _erp_depth(self, cube_values: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -465,6 +477,10 @@ class Trainer:
             gt_normals=t.get("normals_erp"),
             erp_mask=(t["mask_erp"] & (t["normals_erp"].norm(dim=1, keepdim=True) > 0.5)) if lw > 0 and "normals_erp" in t else None,
             to_erp_depth=lambda cube: self._erp_depth(cube, height, width),
+            saturation_weight=float(_get(cfg, "loss.invalid_saturation_weight", 0.0)),
+            invalid=t["invalid"],
+            saturation=self._saturation,
+            saturation_margin=float(_get(cfg, "loss.invalid_saturation_margin", 0.02)),
         )
 
     # ---------------------------------------------------------------------------------- reports
