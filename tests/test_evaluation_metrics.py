@@ -318,3 +318,50 @@ def test_seam_metrics_raw_statistic_and_mask():
 def test_average_over_images_ignores_nan():
     avg = M.average_over_images({"a": torch.tensor([1.0, float("nan"), 3.0]), "b": [float("nan")]})
     assert avg["a"] == 2.0 and math.isnan(avg["b"])
+
+
+# ------------------------------------------------------------------------------ invalid regions
+def test_invalid_mask_metrics_hand_made():
+    # image 0: truth invalid = top row (4 px); prediction invalid = top row minus 1 px, plus 2 px below
+    gt = torch.ones(3, 3, 4, dtype=torch.bool)
+    gt[0, 0] = False
+    pred = gt.clone()
+    pred[0, 0, 0] = True
+    pred[0, 2, :2] = False
+    # image 1: nothing invalid anywhere -> every metric undefined (nan)
+    # image 2: truth has 2 invalid px, prediction marks none -> IoU 0, recall 0, precision undefined
+    gt[2, 1, 1:3] = False
+    out = M.invalid_mask_metrics(pred, gt)
+    assert out["invalid_iou"][0].item() == pytest.approx(3 / 6)  # |P&G| = 3, |P|G| = 4 + 2
+    assert out["invalid_precision"][0].item() == pytest.approx(3 / 5)
+    assert out["invalid_recall"][0].item() == pytest.approx(3 / 4)
+    assert all(math.isnan(out[k][1].item()) for k in M.INVALID_MASK_METRICS)
+    assert out["invalid_iou"][2].item() == 0.0 and out["invalid_recall"][2].item() == 0.0
+    assert math.isnan(out["invalid_precision"][2].item())
+    avg = M.average_over_images(out)
+    assert avg["invalid_iou"] == pytest.approx((0.5 + 0.0) / 2)
+    assert avg["invalid_precision"] == pytest.approx(3 / 5)
+    # identical masks: IoU 1; [B, 1, H, W] and 0/1 masks are accepted
+    same = M.invalid_mask_metrics(gt[:1, None].float(), gt[:1, None])
+    assert same["invalid_iou"].item() == 1.0
+
+
+def test_invalid_mask_metrics_latitude_weighting():
+    # 2 rows: row 0 at latitude 45 deg (cos = sqrt(1/2)), row 1 at -45 deg; truth invalid = row 0,
+    # prediction invalid = both rows: IoU = w0 / (w0 + w1) = 1/2 either way, here checked against 1 row + 1 px
+    gt = torch.ones(2, 4, dtype=torch.bool)
+    gt[0] = False
+    pred = gt.clone()
+    pred[1, 0] = False
+    plain = M.invalid_mask_metrics(pred, gt)["invalid_iou"].item()
+    weighted = M.invalid_mask_metrics(pred, gt, latitude_weighting=True)["invalid_iou"].item()
+    assert plain == pytest.approx(4 / 5) and weighted == pytest.approx(4 / 5)  # equal cos for both rows
+    tall = torch.ones(4, 8, dtype=torch.bool)
+    tall[0] = False  # the polar row (cos(67.5 deg)) is invalid in the truth
+    p = tall.clone()
+    p[1, 0] = False  # one extra pixel at 22.5 deg
+    c0, c1 = math.cos(math.radians(67.5)), math.cos(math.radians(22.5))
+    assert M.invalid_mask_metrics(p, tall, latitude_weighting=True)["invalid_iou"].item() == pytest.approx(
+        8 * c0 / (8 * c0 + c1), rel=1e-6)
+    with pytest.raises(ValueError, match="gt_valid"):
+        M.invalid_mask_metrics(p, tall[:2])

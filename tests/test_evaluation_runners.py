@@ -195,3 +195,70 @@ def test_error_map_png_is_diverging():
     assert top[2, 0] > 100 and top[2, 1] == 0 and top[2, 2] == 0  # +1: (dark) red
     assert (top[1] > 240).all()  # 0: white
     assert (top[3] == 128).all()  # masked: grey
+
+
+@pytest.fixture()
+def synthetic_sky(tmp_path):
+    """2 indoor + 2 outdoor procedural test panoramas (32 x 64; outdoor ones have sky) and predictions equal
+    to the truth where it is valid, 75 m elsewhere; their masks: the truth's with one pixel flipped."""
+    from pager.data.synthetic.writer import write_dataset
+
+    write_dataset(tmp_path / "data" / "Synthetic", num=4, height=32, seed=5, splits=(0, 0, 1), progress=False)
+    ds = build_dataset("Synthetic", tmp_path / "data", "test")
+    eval_dir = tmp_path / "results" / "m" / "Synthetic" / "eval"
+    eval_dir.mkdir(parents=True)
+    truth = {}
+    for i in range(len(ds)):
+        s = ds[i]
+        gt, valid = s["depth"][0].numpy(), s["mask"][0].numpy()
+        pred_valid = valid.copy()
+        pred_valid[20, 7] = not pred_valid[20, 7]
+        np.savez(eval_dir / f"{s['id']}.npz", arr_0=np.where(valid, gt, 75.0).astype(np.float32), mask=pred_valid)
+        truth[s["id"]] = (gt, valid, pred_valid)
+    return tmp_path, truth, eval_dir
+
+
+def test_depth_runner_invalid_mask_iou(synthetic_sky):
+    tmp, truth, eval_dir = synthetic_sky
+    res = R.evaluate_depth(tmp / "results" / "m", tmp / "data", "Synthetic", "log_shift", invalid_mask_iou=True,
+                           device="cpu")
+    assert res.n_evaluated == 4 and res.metrics["abs_rel"] == pytest.approx(0.0, abs=1e-5)
+    rows = {r["id"]: r for r in res.per_sample}
+    ious = []
+    for sid, (_, valid, pred_valid) in truth.items():
+        p, g = ~pred_valid, ~valid
+        union = (p | g).sum()
+        iou = (p & g).sum() / union if union else float("nan")
+        assert rows[sid]["invalid_iou"] == pytest.approx(iou, nan_ok=True)
+        ious.append(iou)
+    assert any(0 < v < 1 for v in ious)  # the outdoor scenes have sky
+    assert res.metrics["invalid_iou"] == pytest.approx(np.nanmean(ious))
+    # files without a mask are reported, not scored as all-valid
+    sid = next(iter(truth))
+    np.savez(eval_dir / f"{sid}.npz", truth[sid][0])
+    res = R.evaluate_depth(tmp / "results" / "m", tmp / "data", "Synthetic", "log_shift", invalid_mask_iou=True,
+                           device="cpu", write=False)
+    assert res.problems["unreadable"] == [sid]
+    assert R.depth_main(["--pred_path", str(tmp / "results" / "m"), "--data_path", str(tmp / "data"),
+                         "--dataset", "Synthetic", "--alignment_type", "log_shift", "--invalid_mask_iou",
+                         "--device", "cpu"]) == 0
+    data = json.loads((eval_dir.parent / "evaluation_metrics_log_shift.json").read_text())
+    assert data["counts"]["unreadable"] == 1 and "invalid_iou" in data["metrics"]
+
+
+def test_seams_runner_with_ground_truth(synthetic_sky):
+    from pager.evaluation import metrics as M
+
+    tmp, truth, eval_dir = synthetic_sky
+    res = R.evaluate_seams(tmp / "results" / "m", tmp / "data", "Synthetic", with_ground_truth=True, device="cpu")
+    assert res.n_evaluated == 4
+    # the prediction equals the truth over the truth's valid pixels: identical figures
+    for k in M.SEAM_METRICS:
+        assert res.metrics[k] == pytest.approx(res.metrics[f"gt_{k}"], nan_ok=True)
+    # without --with_ground_truth: the reference statistic over every pixel (no gt_ keys)
+    plain = R.evaluate_seams(tmp / "results" / "m", device="cpu", write=False)
+    assert not any(k.startswith("gt_") for k in plain.metrics)
+    with pytest.raises(ValueError, match="with_ground_truth"):
+        R.evaluate_seams(tmp / "results" / "m", with_ground_truth=True, device="cpu")
+    assert R.seams_main(["--pred_path", str(tmp / "results" / "m"), "--data_path", str(tmp / "data"),
+                         "--dataset", "Synthetic", "--with_ground_truth", "--device", "cpu"]) == 0

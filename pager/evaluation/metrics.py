@@ -21,6 +21,8 @@ Families:
       completeness after Koch et al., ECCV workshops 2018; edge precision and recall).
     * cube seams: :func:`erp_face_index`, :func:`seam_metrics` (defect density, prevalence,
       severity of discontinuities along cube-face borders of an ERP prediction).
+    * invalid regions: :func:`invalid_mask_metrics` (IoU, precision, recall of the pixels a prediction
+      marks invalid -- sky, beyond range -- against those the ground truth marks invalid).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ __all__ = [
     "erp_face_index",
     "seam_pairs",
     "seam_metrics",
+    "INVALID_MASK_METRICS",
+    "invalid_mask_metrics",
     "average_over_images",
 ]
 
@@ -70,6 +74,9 @@ EDGE_METRICS: tuple[str, ...] = ("dbe_accuracy", "dbe_completeness", "edge_preci
 SEAM_METRICS: tuple[str, ...] = (
     "seam_defect_density", "seam_prevalence", "seam_severity", "seam_mean_excess", "seam_gradient_ratio",
 )
+
+#: Keys of :func:`invalid_mask_metrics`, in table order.
+INVALID_MASK_METRICS: tuple[str, ...] = ("invalid_iou", "invalid_precision", "invalid_recall")
 
 #: Floor (metres) applied to the prediction inside ratio- and log-based depth metrics.
 PRED_FLOOR = 1e-6
@@ -614,6 +621,47 @@ def seam_metrics(depth: torch.Tensor, mask: torch.Tensor | None = None, *,
         "seam_mean_excess": mean_excess,
         "seam_gradient_ratio": ratio,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# invalid regions
+# --------------------------------------------------------------------------------------------
+def invalid_mask_metrics(pred_valid: torch.Tensor, gt_valid: torch.Tensor, *,
+                         latitude_weighting: bool = False) -> dict[str, torch.Tensor]:
+    """How well a prediction marks the invalid pixels (sky, beyond range) of the ground truth, per image.
+
+    ``pred_valid``: bool ``[B, H, W]`` / ``[B, 1, H, W]`` / ``[H, W]``, the prediction's valid pixels (e.g. the
+    ``depth_mask`` of :meth:`pager.model.Pager.predict`: not saturated); ``gt_valid``: the ground truth's.
+    With ``P = ~pred_valid`` and ``G = ~gt_valid`` (pixel areas, ``cos(latitude)``-weighted with
+    ``latitude_weighting``):
+
+    * ``invalid_iou`` = ``|P & G| / |P | G|`` (``nan`` when both are empty: nothing to find);
+    * ``invalid_precision`` = ``|P & G| / |P|`` (``nan`` when the prediction marks nothing invalid);
+    * ``invalid_recall`` = ``|P & G| / |G|`` (``nan`` when the ground truth has no invalid pixel).
+
+    The ``nan`` entries are skipped by :func:`average_over_images`, so an indoor image with no invalid
+    pixel and none predicted does not count, and one with false alarms counts as IoU 0.
+    """
+    pv = _as_maps(pred_valid, "pred_valid")
+    pv = pv if pv.dtype == torch.bool else pv != 0
+    gv = _as_mask(gt_valid, pv, "gt_valid")
+    if pv.shape[0] != gv.shape[0]:
+        raise ValueError(f"pred_valid {tuple(pred_valid.shape)} and gt_valid {tuple(gt_valid.shape)} differ in batch size")
+    p, g = ~pv, ~gv
+    w = torch.ones(pv.shape, dtype=torch.float64, device=pv.device)
+    if latitude_weighting:
+        w = w * latitude_weights(pv.shape[-2], pv.shape[-1], pv.device, torch.float64)
+
+    def area(m: torch.Tensor) -> torch.Tensor:
+        return (w * m).sum(dim=(-2, -1))
+
+    inter, union, ap, ag = area(p & g), area(p | g), area(p), area(g)
+    nan = torch.full_like(inter, float("nan"))
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        return torch.where(den > 0, num / den.clamp_min(1e-300), nan)
+
+    return {"invalid_iou": ratio(inter, union), "invalid_precision": ratio(inter, ap), "invalid_recall": ratio(inter, ag)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -68,6 +68,7 @@ __all__ = [
     "run_task",
     "add_parser",
     "format_table",
+    "load_prediction_mask",
     "main",
     "depth_main",
     "normals_main",
@@ -235,6 +236,29 @@ def load_prediction(path: Path, task: str, sample_id: str,
         bad = int((~finite).sum())
         raise PredictionProblem("nonfinite", sample_id, path, f"{bad} NaN/inf value(s) (in float32)")
     return torch.from_numpy(out)
+
+
+def load_prediction_mask(path: Path, sample_id: str, expected_hw: Tuple[int, int]) -> torch.Tensor:
+    """The prediction's validity mask (``mask`` key of ``inference.py --generate_eval`` files), bool ``[H, W]``.
+
+    Raises :class:`PredictionProblem` (``unreadable`` when the file has no ``mask``, ``bad_shape``).
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if isinstance(data, np.ndarray) or "mask" not in data.files:
+                raise PredictionProblem("unreadable", sample_id, path,
+                                        "no 'mask' array (write predictions with inference.py --generate_eval)")
+            arr = np.asarray(data["mask"])
+    except PredictionProblem:
+        raise
+    except Exception as exc:
+        raise PredictionProblem("unreadable", sample_id, path, f"{type(exc).__name__}: {exc}") from exc
+    arr = _squeeze_leading(arr, 2)
+    if arr.shape != tuple(expected_hw):
+        raise PredictionProblem("bad_shape", sample_id, path,
+                                f"mask size {arr.shape} differs from the depth size {tuple(expected_hw)}")
+    return torch.from_numpy(arr.astype(bool))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -459,8 +483,15 @@ SampleFn = Callable[[int, Dict[str, Any], torch.Tensor], Dict[str, float]]
 
 def _run_loop(*, task: str, tag: str, ds: Any, dataset_name: Optional[str], eval_dir: Path,
               pred_kind: str, per_sample_fn: SampleFn, metric_keys: Sequence[str], strict: bool,
-              num_workers: int, settings: Dict[str, Any], check_shape: bool = True) -> EvaluationResult:
-    """Pair every sample of ``ds`` with ``eval_dir/<id>.npz``, evaluate, collect problems."""
+              num_workers: int, settings: Dict[str, Any], check_shape: bool = True,
+              undefined_ok: Sequence[str] = (), with_mask: bool = False) -> EvaluationResult:
+    """Pair every sample of ``ds`` with ``eval_dir/<id>.npz``, evaluate, collect problems.
+
+    ``undefined_ok``: metrics that may be ``nan`` for an image (undefined there, e.g. the IoU of invalid pixels
+    on an image that has none; skipped by the average) instead of making it a ``nonfinite_metric`` problem.
+    ``with_mask``: also read the prediction's ``mask`` (:func:`load_prediction_mask`) and pass it to
+    ``per_sample_fn`` as a fourth argument.
+    """
     from tqdm.auto import tqdm
 
     problems: Dict[str, List[str]] = {k: [] for k in PROBLEM_KINDS}
@@ -512,8 +543,12 @@ def _run_loop(*, task: str, tag: str, ds: Any, dataset_name: Optional[str], eval
                 if pred_kind == "normals" and path.stem != sid:
                     # named the original's way: written in the original's frame (z mirrored relative to ours)
                     pred = pred * pred.new_tensor([1.0, 1.0, -1.0]).view(3, 1, 1)
-                values = per_sample_fn(idx, sample, pred)
-                bad = [k for k in metric_keys if not math.isfinite(float(values.get(k, float("nan"))))]
+                if with_mask:
+                    values = per_sample_fn(idx, sample, pred, load_prediction_mask(path, sid, tuple(pred.shape[-2:])))
+                else:
+                    values = per_sample_fn(idx, sample, pred)
+                bad = [k for k in metric_keys
+                       if k not in undefined_ok and not math.isfinite(float(values.get(k, float("nan"))))]
                 if bad:
                     raise PredictionProblem("nonfinite_metric", sid, path,
                                             "metric(s) " + ", ".join(f"{k}={values.get(k)}" for k in bad) + " not finite")
@@ -564,7 +599,8 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
                    strict: bool = False, latitude_weighting: bool = False, max_depth: Optional[float] = None,
                    clip_pred: bool = False, save_error_maps: bool = False, error_maps_saving_frequency: int = 1,
                    output_dir: Optional[Path | str] = None, device: Optional[str] = None,
-                   num_workers: int = 0, write: bool = True, overwrite: bool = False) -> EvaluationResult:
+                   num_workers: int = 0, invalid_mask_iou: bool = False, write: bool = True,
+                   overwrite: bool = False) -> EvaluationResult:
     """Depth evaluation of ``<pred_path>/**/eval/<id>.npz`` against a dataset split.
 
     Per sample: the ground truth ``depth [1, H, W]`` (metres) over ``eval_mask`` (the dataset's
@@ -573,6 +609,9 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
     (:data:`metrics.ALIGNMENT_TYPES`) over those pixels, optionally clipped to
     ``[min_depth, max_depth]`` (``clip_pred``; the reference does not clip), then
     :func:`metrics.depth_metrics`. ``dataset``: a registry name or a dataset object.
+    ``invalid_mask_iou``: also :func:`metrics.invalid_mask_metrics` of the prediction's ``mask`` (saved
+    by ``inference.py --generate_eval``: depth not saturated) against the ground truth's ``mask`` (all
+    rows: sky and beyond-range pixels are invalid), averaged over the images where they are defined.
     """
     if alignment_type not in M.ALIGNMENT_TYPES:
         raise ValueError(f"--alignment_type: unknown {alignment_type!r}, expected one of {', '.join(M.ALIGNMENT_TYPES)}")
@@ -584,7 +623,8 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
     maps_dir = out_dir / f"error_maps_{tag}"
     _check_planned(out_dir, tag, write, overwrite, ds, maps_dir if save_error_maps else None, error_maps_saving_frequency)
 
-    def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
+    def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor,
+                   pred_valid: Optional[torch.Tensor] = None) -> Dict[str, float]:
         sid = str(sample["id"])
         gt = _to_device(sample["depth"].float(), device).reshape(1, 1, *sample["depth"].shape[-2:])
         mask = _to_device(sample.get("eval_mask", sample["mask"]), device).reshape(gt.shape).bool()
@@ -604,6 +644,9 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
             aligned = aligned.clamp(lo, hi)
         values = _item(M.depth_metrics(aligned, gt, mask, latitude_weighting=latitude_weighting))
         values["n_valid"] = int(mask.sum())
+        if pred_valid is not None:
+            gt_valid = sample["mask"].reshape(gt.shape[-2:]).bool()
+            values.update(_item(M.invalid_mask_metrics(pred_valid, gt_valid, latitude_weighting=latitude_weighting)))
         values["align_scale"] = float(scale.reshape(-1)[0])
         values["align_shift"] = float(shift.reshape(-1)[0])
         if save_error_maps and idx % error_maps_saving_frequency == 0:
@@ -614,10 +657,12 @@ def evaluate_depth(pred_path: Path | str, data_path: Optional[Path | str], datas
 
     settings = {"split": split, "scenes": scenes, "alignment_type": alignment_type,
                 "latitude_weighting": latitude_weighting, "max_depth": max_depth, "clip_pred": clip_pred,
-                "strict": strict}
+                "strict": strict, "invalid_mask_iou": invalid_mask_iou}
+    keys = M.DEPTH_METRICS + (M.INVALID_MASK_METRICS if invalid_mask_iou else ())
     result = _run_loop(task="depth", tag=tag, ds=ds, dataset_name=name, eval_dir=eval_dir, pred_kind="depth",
-                       per_sample_fn=per_sample, metric_keys=M.DEPTH_METRICS, strict=strict,
-                       num_workers=num_workers, settings=settings)
+                       per_sample_fn=per_sample, metric_keys=keys, strict=strict,
+                       num_workers=num_workers, settings=settings, undefined_ok=M.INVALID_MASK_METRICS,
+                       with_mask=invalid_mask_iou)
     if write:
         write_outputs(result, out_dir, overwrite=overwrite)
     return result
@@ -733,6 +778,7 @@ def evaluate_seams(pred_path: Path | str, data_path: Optional[Path | str] = None
                    split: str = "test", scenes: str = "both", strict: bool = False,
                    pixel_jump_thresh: float = 0.010, edge_mean_jump_thresh: float = 0.008,
                    min_broken_pixel_frac: float = 0.05, compensate_interior: bool = True, tolerance: int = 1,
+                   with_ground_truth: bool = False,
                    output_dir: Optional[Path | str] = None, device: Optional[str] = None,
                    write: bool = True, overwrite: bool = False) -> EvaluationResult:
     """Cube-seam evaluation (:func:`metrics.seam_metrics`) of ERP depth predictions.
@@ -740,6 +786,11 @@ def evaluate_seams(pred_path: Path | str, data_path: Optional[Path | str] = None
     Needs no ground truth: without ``dataset`` every ``.npz`` of the eval folder is evaluated; with
     one, its split's ids say which predictions must exist (missing ones are reported). No mask is
     applied (as the reference).
+
+    ``with_ground_truth`` (needs ``dataset``): the same metrics of the ground-truth depth as a baseline
+    (``gt_<metric>``; a real scene's own depth crosses the cube borders with ordinary gradients, so its
+    ``seam_gradient_ratio`` is about 1, not exactly 1); then both the prediction and the ground truth are
+    evaluated over the ground truth's valid pixels (sky and beyond-range pixels have no true depth).
     """
     device = device or _default_device()
     name: Optional[str] = None
@@ -755,23 +806,36 @@ def evaluate_seams(pred_path: Path | str, data_path: Optional[Path | str] = None
     else:
         eval_dir = find_eval_dir(pred_path, None)
         out_dir = Path(output_dir) if output_dir is not None else eval_dir.parent
-    stand_in = _PredictionsOnly(eval_dir, ids, reference_ids)
+    if with_ground_truth and dataset is None:
+        raise ValueError("seams: --with_ground_truth needs --data_path and --dataset")
+    stand_in = ds if with_ground_truth else _PredictionsOnly(eval_dir, ids, reference_ids)
     _check_planned(out_dir, "seams", write, overwrite)
+    options = dict(pixel_jump_thresh=pixel_jump_thresh, edge_mean_jump_thresh=edge_mean_jump_thresh,
+                   min_broken_pixel_frac=min_broken_pixel_frac, compensate_interior=compensate_interior,
+                   tolerance=tolerance)
 
     def per_sample(idx: int, sample: Dict[str, Any], pred: torch.Tensor) -> Dict[str, float]:
-        values = _item(M.seam_metrics(_to_device(pred, device), pixel_jump_thresh=pixel_jump_thresh,
-                                      edge_mean_jump_thresh=edge_mean_jump_thresh,
-                                      min_broken_pixel_frac=min_broken_pixel_frac,
-                                      compensate_interior=compensate_interior, tolerance=tolerance))
+        if not with_ground_truth:
+            return _item(M.seam_metrics(_to_device(pred, device), **options))
+        gt = _to_device(sample["depth"].float(), device).reshape(sample["depth"].shape[-2:])
+        mask = _to_device(sample["mask"], device).reshape(gt.shape).bool()
+        if tuple(pred.shape[-2:]) != tuple(gt.shape):
+            raise PredictionProblem("bad_shape", str(sample["id"]), eval_dir / f"{sample['id']}.npz",
+                                    f"size {tuple(pred.shape[-2:])} differs from the ground truth {tuple(gt.shape)}")
+        if not bool(mask.any()):
+            raise _empty_mask(str(sample["id"]), eval_dir)
+        values = _item(M.seam_metrics(_to_device(pred, device).reshape(gt.shape), mask, **options))
+        values.update({f"gt_{k}": v for k, v in _item(M.seam_metrics(gt, mask, **options)).items()})
         return values
 
     settings = {"split": split if dataset is not None else None, "scenes": scenes if dataset is not None else None,
                 "pixel_jump_thresh": pixel_jump_thresh, "edge_mean_jump_thresh": edge_mean_jump_thresh,
                 "min_broken_pixel_frac": min_broken_pixel_frac, "compensate_interior": compensate_interior,
-                "tolerance": tolerance, "strict": strict}
+                "tolerance": tolerance, "with_ground_truth": with_ground_truth, "strict": strict}
+    keys = M.SEAM_METRICS + (tuple(f"gt_{k}" for k in M.SEAM_METRICS) if with_ground_truth else ())
     result = _run_loop(task="seams", tag="seams", ds=stand_in, dataset_name=name, eval_dir=eval_dir,
-                       pred_kind="depth", per_sample_fn=per_sample, metric_keys=M.SEAM_METRICS, strict=strict,
-                       num_workers=0, settings=settings, check_shape=False)
+                       pred_kind="depth", per_sample_fn=per_sample, metric_keys=keys, strict=strict,
+                       num_workers=0, settings=settings, check_shape=False)  # seam metrics: nan is a problem
     if write:
         write_outputs(result, out_dir, overwrite=overwrite)
     return result
@@ -889,6 +953,9 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> argparse.Argume
                             help="evaluate only ground truth up to this depth in metres (default: dataset range)")
         parser.add_argument("--clip_pred", action="store_true",
                             help="clip the aligned prediction to the dataset's [min_depth, max_depth]")
+        parser.add_argument("--invalid_mask_iou", action="store_true",
+                            help="also score the prediction's invalid pixels (its saved 'mask': sky, beyond range) "
+                                 "against the ground truth's: invalid_iou, invalid_precision, invalid_recall")
     if task == "edges":
         parser.add_argument("--dbe_max_distance", type=float, default=None,
                             help="distance cap (pixels) of the DBE metrics (default: dataset max depth, as the "
@@ -909,6 +976,9 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> argparse.Argume
                                  "over the in-face gradient")
         parser.add_argument("--seam_tolerance", type=int, default=1,
                             help="pixels of tolerance on the seam position (default: 1)")
+        parser.add_argument("--with_ground_truth", action="store_true",
+                            help="also the ground truth's seam metrics (gt_*), both over its valid pixels "
+                                 "(needs --data_path and --dataset)")
     return parser
 
 
@@ -935,7 +1005,7 @@ def run_task(args: argparse.Namespace, task: str) -> EvaluationResult:
                               max_depth=args.max_depth, clip_pred=args.clip_pred,
                               save_error_maps=args.save_error_maps,
                               error_maps_saving_frequency=args.error_maps_saving_frequency,
-                              num_workers=args.num_workers, **common)
+                              num_workers=args.num_workers, invalid_mask_iou=args.invalid_mask_iou, **common)
     if task == "normals":
         return evaluate_normals(args.pred_path, args.data_path, args.dataset, split=args.split, scenes=args.scenes,
                                 latitude_weighting=args.latitude_weighting, save_error_maps=args.save_error_maps,
@@ -953,7 +1023,7 @@ def run_task(args: argparse.Namespace, task: str) -> EvaluationResult:
                               edge_mean_jump_thresh=args.edge_mean_jump_thresh,
                               min_broken_pixel_frac=args.min_broken_pixel_frac,
                               compensate_interior=not args.no_interior_compensation,
-                              tolerance=args.seam_tolerance, **common)
+                              tolerance=args.seam_tolerance, with_ground_truth=args.with_ground_truth, **common)
     raise ValueError(f"unknown evaluation task {task!r}, expected one of {TASKS}")
 
 
