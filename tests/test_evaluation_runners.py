@@ -241,7 +241,7 @@ def test_depth_runner_invalid_mask_iou(synthetic_sky):
     assert res.problems["unreadable"] == [sid]
     assert R.depth_main(["--pred_path", str(tmp / "results" / "m"), "--data_path", str(tmp / "data"),
                          "--dataset", "Synthetic", "--alignment_type", "log_shift", "--invalid_mask_iou",
-                         "--device", "cpu"]) == 0
+                         "--device", "cpu", "--overwrite"]) == 0
     data = json.loads((eval_dir.parent / "evaluation_metrics_log_shift.json").read_text())
     assert data["counts"]["unreadable"] == 1 and "invalid_iou" in data["metrics"]
 
@@ -261,4 +261,4 @@ def test_seams_runner_with_ground_truth(synthetic_sky):
     with pytest.raises(ValueError, match="with_ground_truth"):
         R.evaluate_seams(tmp / "results" / "m", with_ground_truth=True, device="cpu")
     assert R.seams_main(["--pred_path", str(tmp / "results" / "m"), "--data_path", str(tmp / "data"),
-                         "--dataset", "Synthetic", "--with_ground_truth", "--device", "cpu"]) == 0
+                         "--dataset", "Synthetic", "--with_ground_truth", "--device", "cpu", "--overwrite"]) == 0
