@@ -244,6 +244,13 @@ def test_depth_runner_invalid_mask_iou(synthetic_sky):
                          "--device", "cpu", "--overwrite"]) == 0
     data = json.loads((eval_dir.parent / "evaluation_metrics_log_shift.json").read_text())
     assert data["counts"]["unreadable"] == 1 and "invalid_iou" in data["metrics"]
+    # a model that marks nothing invalid: precision undefined on every image, the run still succeeds
+    for sid, (gt, valid, _) in truth.items():
+        np.savez(eval_dir / f"{sid}.npz", arr_0=np.where(valid, gt, 75.0).astype(np.float32), mask=np.ones_like(valid))
+    res = R.evaluate_depth(tmp / "results" / "m", tmp / "data", "Synthetic", "log_shift", invalid_mask_iou=True,
+                           device="cpu", write=False)
+    assert res.n_evaluated == 4 and not res.failure
+    assert math.isnan(res.metrics["invalid_precision"]) and res.metrics["invalid_iou"] == 0.0
 
 
 def test_seams_runner_with_ground_truth(synthetic_sky):

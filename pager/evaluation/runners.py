@@ -572,7 +572,7 @@ def _run_loop(*, task: str, tag: str, ds: Any, dataset_name: Optional[str], eval
     order = {sid: i for i, sid in enumerate(ids)} if ids is not None else {}
     rows.sort(key=lambda r: order.get(r["id"], len(order)))
     failure = ""
-    if n_eval == 0 or not all(math.isfinite(v) for v in averaged.values()):
+    if n_eval == 0 or not all(math.isfinite(v) for k, v in averaged.items() if k not in undefined_ok):
         failure = _nothing_evaluated(eval_dir, ids, reference_ids, problems, dataset_name)
     return EvaluationResult(task=task, tag=tag, metrics=averaged, per_sample=rows, problems=problems,
                             n_total=n_total, n_evaluated=n_eval, pred_dir=eval_dir,
