@@ -6,6 +6,7 @@
 #   RUN=/work/runs/modelv2 bash scripts/train_default.sh                      # v2 (default stages, ~2 h on 2 busy cores)
 #   STAGES="eval" RUN=/work/runs/modelv2 bash scripts/train_default.sh        # only some stages
 #   nohup env RUN=/work/runs/modelv2 bash scripts/train_default.sh > /work/runs/modelv2/train_default.log 2>&1 &
+# RUN defaults to runs/default_model in this checkout (git ignores runs/), DATA to $RUN/data.
 #
 # v2 (default): STAGES="v2data v2init v2train v2train2 package eval"
 #   v2data   training scenes: 600 indoor + 300 outdoor (pager synth --seed 1000: a superset of v1's 300 + 300),
@@ -15,7 +16,9 @@
 #            normals with the cosine loss; both in parallel, one thread each
 #   v2train2 both continued with a fresh, longer schedule (600 / 300 steps) at a lower learning rate
 #   package  the two checkpoint-last EMA UNets ($V2_FINAL) + v1's VAE into pager/weights/default (fp16)
-#   eval     held-out figures of the two v2 checkpoints (depth, normals, seams, invalid-mask IoU; all/indoor/outdoor)
+#   eval     held-out figures of the embedded default model (depth, normals, seams, invalid-mask IoU; all/indoor/
+#            outdoor); works on its own (`STAGES=eval`): it renders the held-out panoramas when they are missing
+#   eval_v2  (optional) the same figures of the $V2_FINAL checkpoints (how the v2 figures were measured before packaging)
 #   eval_v1  (optional) the same figures of v1, for comparison
 # v1 (how v1 was made from scratch; v2 starts from its committed weights): STAGES="data vae base encode latent e2e v1package"
 # Seeds: v1 training scenes `pager synth --seed 1000` (600 panoramas, 256x512), held-out evaluation scenes
@@ -24,9 +27,9 @@
 # oversubscribe the cores and run ~10x slower; the two modalities run in parallel instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUN=${RUN:-/work/runs/modelv2}
+RUN=${RUN:-runs/default_model}  # git ignores runs/
 DATA=${DATA:-$RUN/data}
-STAGES=${STAGES:-"v2data v2init v2train v2train2 package eval"}  # optional extra: eval_v1
+STAGES=${STAGES:-"v2data v2init v2train v2train2 package eval"}  # optional extras: eval_v2 eval_v1
 LATENT_STEPS=${LATENT_STEPS:-1200}
 E2E_STEPS=${E2E_STEPS:-400}
 E2E2_STEPS=${E2E2_STEPS:-600}
@@ -205,8 +208,17 @@ if todo package "package_$V2_FINAL"; then  # v1's VAE (unchanged) + the two v2 U
     --normals "$RUN/$V2_FINAL/default_normals/checkpoint-last"
   done_ "package_$V2_FINAL"
 fi
-if todo eval "eval_$V2_FINAL"; then  # the 100 held-out panoramas, with our inference + evaluation scripts, per scene type
-  # (predictions of the two trained checkpoints, fp32; the packaged fp16 copy predicts the same to ~1e-3)
+if has eval; then  # the embedded default model (no --checkpoint_path), re-run every time it is asked for;
+  # self-contained: renders the held-out panoramas when they are missing
+  [ -f "$DATA/heldout/Synthetic/meta.json" ] || synth "$DATA/heldout/Synthetic" --num 100 --scenes both --seed 900000 --splits 0 0 1
+  E=$RUN/eval_default
+  mkdir -p "$E"
+  python inference.py --dataset Synthetic --data_path "$DATA/heldout" --split test --results_path "$E" \
+    --pred_only --generate_eval --overwrite --no_progress
+  evaluate_heldout "$E/default-depth" "$E/default-normals" "$E"
+  cat "$E/depth_both.txt" "$E/normals_both.txt"
+fi
+if todo eval_v2 "eval_$V2_FINAL"; then  # the $V2_FINAL checkpoints (fp32; the packaged fp16 copy predicts the same to ~1e-3)
   E=$RUN/eval_$V2_FINAL
   infer_heldout "$RUN/$V2_FINAL/default_depth/checkpoint-last" "$E/depth"
   infer_heldout "$RUN/$V2_FINAL/default_normals/checkpoint-last" "$E/normals"
