@@ -96,7 +96,8 @@ VALUE_RULES: Dict[str, Rule] = {
     "adam_beta1": FRACTION_OPEN_TOP, "adam_beta2": FRACTION_OPEN_TOP, "adam_weight_decay": NON_NEGATIVE,
     "adam_epsilon": POSITIVE, "max_grad_norm": POSITIVE, "ema_decay": FRACTION_OPEN_TOP,
     "l1_loss_weight": NON_NEGATIVE, "grad_loss_weight": NON_NEGATIVE, "normals_consistency_loss_weight": NON_NEGATIVE,
-    "invalid_mask_weight": NON_NEGATIVE,
+    "invalid_mask_weight": NON_NEGATIVE, "invalid_saturation_weight": NON_NEGATIVE,
+    "invalid_saturation_margin": NON_NEGATIVE,
 }
 
 # ----------------------------------------------------------------------------------------------- the schema
@@ -170,6 +171,8 @@ class LossSection:
     grad_loss_weight: float
     normals_consistency_loss_weight: float
     invalid_mask_weight: float
+    invalid_saturation_weight: float = 0.0
+    invalid_saturation_margin: float = 0.02
 
 
 @dataclass
