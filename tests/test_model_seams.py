@@ -3,8 +3,8 @@
 A spatially uniform panorama is the one input whose ideal prediction is known exactly for ANY weights:
 every pixel sees the same neighbourhood, so a fully cube-padded network (VAE + UNet, panorama-wide
 norms and attention) must return a uniform prediction, and in ERP the jumps across face borders must be
-no larger than those inside faces. Zero padding makes every face border visible. Float64 keeps the
-GroupNorms (zero variance on a uniform input) from amplifying rounding noise.
+no larger than those inside faces. Zero padding makes every face border visible. Float64 and a GroupNorm
+eps of 1 keep the norms (zero variance on a uniform input) from amplifying rounding noise.
 
 Natural inputs: random 3x3 kernels are not rotation invariant, so faces seen in different orientations
 give different textures on either side of a border even with perfect padding. Averaging every kernel
@@ -46,6 +46,14 @@ def border_and_inside_jumps(erp: torch.Tensor):
 
 def predict_uniform(checkpoint, cube_padding: bool):
     m = Pager.from_pretrained(str(checkpoint), cube_padding=cube_padding, device="cpu").to(torch.float64)
+    # On a uniform input every GroupNorm group has zero variance, so each one multiplies the rounding
+    # noise of the layers before it (convolution kernels need not give bit-identical sums at every pixel)
+    # by 1/sqrt(eps) ~ 300: through the VAE and UNet that reaches ~2e-5 on some CPUs whatever the
+    # norm's implementation. eps = 1 keeps each norm from amplifying noise without touching what is tested
+    # (a uniform input stays uniform only if padding, attention and norms treat all six faces alike).
+    for module in m.modules():
+        if isinstance(getattr(module, "eps", None), float) and "Norm" in type(module).__name__:
+            module.eps = 1.0
     faces = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64).view(1, 1, 3, 1, 1).expand(1, 6, 3, FS, FS)
     with torch.no_grad():
         cube = m.forward_faces(faces.contiguous(), "depth").mean(2, keepdim=True)
@@ -60,7 +68,7 @@ def test_cube_padded_prediction_has_no_face_borders(checkpoint):
 
     cube0, erp0 = predict_uniform(checkpoint, cube_padding=False)
     border0, inside0 = border_and_inside_jumps(erp0)
-    assert float(cube0.max() - cube0.min()) > 0.1
+    assert float(cube0.max() - cube0.min()) > 1e-3  # structural (~3e-2 with eps = 1), far above rounding
     assert border0 > 1.5 * inside0  # zero padding: face borders stand out
     assert border0 > 1e4 * max(border, 1e-12)
 
