@@ -14,6 +14,8 @@ Steps (each row of the final table):
 3. ``attention``: the bf16 eager run with the xformers backend, when xformers imports.
 4. ``train``: seconds per training step (forward through VAE encoder, UNet and decoder, loss, backward into the
    UNet, AdamW) at ``--train_face`` px, bf16 autocast, and its peak memory.
+5. ``video``: ``pager video``'s loop (:func:`pager.video.process_video`) over ``--video_frames`` synthetic frames
+   at the released size (bf16), batches of ``--video_batch``: frames/s and peak memory.
 
 ``--cpu-smoke`` runs every step on the CPU with the tiny test model (faces of 32 px), to test this script
 without a GPU. A time budget (``--budget_s``, default 420 s after start-up) skips the remaining configurations
@@ -282,6 +284,40 @@ def training(args: argparse.Namespace, device: Any) -> None:
         row("train", f"face {fs}", note=f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
 
 
+def video(args: argparse.Namespace, device: Any) -> None:
+    """``pager video``'s loop (pager.video.process_video: batches through PagerPipeline, alignment, arrays) on a
+    folder of synthetic frames at the released size; frames/s of the prediction loop."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from pager.pipeline import PagerPipeline
+    from pager.video import VideoOptions, open_source, process_video
+
+    dtype_name = "bf16" if "bf16" in args.dtypes else args.dtypes[0]
+    cfg = f"{args.video_frames} frames {args.out_h * 2}x{args.out_h} {dtype_name}"
+    if time.perf_counter() - T0 > args.budget_s:
+        row("video", cfg, note="skipped: time budget spent")
+        return
+    try:
+        model = build(args, device).to(dtype={"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name])
+        with tempfile.TemporaryDirectory() as tmp:
+            frames = Path(tmp) / "frames"
+            frames.mkdir()
+            rng = np.random.default_rng(0)
+            base = rng.integers(0, 256, (args.out_h, args.out_h * 2, 3), dtype=np.uint8)
+            for i in range(args.video_frames):  # a yaw turn: the panorama rolled a little per frame
+                Image.fromarray(np.roll(base, 8 * i, axis=1)).save(frames / f"{i:04d}.png")
+            opts = VideoOptions(modalities=tuple(model.modalities), batch_size=args.video_batch, face_size=args.face,
+                                videos=False)
+            with Memory(device) as mem:
+                info = process_video(PagerPipeline(model), open_source(str(frames)), Path(tmp) / "out", opts, progress=False)
+        fps = float(info["frames_per_second"])
+        row("video", cfg, 1.0 / fps, mem.peak, f"{fps:.2f} frames/s (batch {args.video_batch}, aligned, arrays written)")
+    except Exception as exc:
+        row("video", cfg, note=f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu-smoke", dest="cpu_smoke", action="store_true", help="tiny model on the CPU (tests this script)")
@@ -296,7 +332,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="skip what remains after this many seconds (default 420 on the GPU, none with --cpu-smoke)")
     parser.add_argument("--cases", type=int, default=None,
                         help="golden cases to check (default: all on the GPU, 2 with --cpu-smoke)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=("fidelity", "infer", "train"))
+    parser.add_argument("--skip", nargs="*", default=[], choices=("fidelity", "infer", "train", "video"))
+    parser.add_argument("--video_frames", type=int, default=None, help="frames of the video step (default 8; 3 smoke)")
+    parser.add_argument("--video_batch", type=int, default=None, help="frames per batch of the video step (default 4; 2 smoke)")
     parser.add_argument("--json", default=None, help="also write the table rows to this JSON file")
     args = parser.parse_args(argv)
 
@@ -317,6 +355,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.repeats = args.repeats or (2 if smoke else 5)
     args.train_face = args.train_face or (32 if smoke else 384)
     args.train_steps = args.train_steps or (2 if smoke else 5)
+    args.video_frames = args.video_frames or (3 if smoke else 8)
+    args.video_batch = args.video_batch or (2 if smoke else 4)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"PaGeR gpu_check on {name}: torch {torch.__version__}, python {sys.version.split()[0]}; "
           f"{'SMOKE (tiny model)' if smoke else 'released size'}", flush=True)
@@ -327,6 +367,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         inference(args, device)
     if "train" not in args.skip:
         training(args, device)
+    if "video" not in args.skip:
+        video(args, device)
     print(f"\nPaGeR gpu_check summary ({name}; total {time.perf_counter() - T0:.0f} s)")
     print(f"{'step':<10} {'configuration':<28} {'seconds':>10} {'peak MB':>10}  note")
     for r in ROWS:

@@ -11,7 +11,7 @@
 # installed or replaced by this script.
 # Steps: golden fidelity check on the device, released-size inference (face 768 px, 2048x1024 output) in
 # fp32/fp16/bf16 with and without torch.compile, SDPA vs xformers (when importable), a short training-step
-# throughput; prints one table (also written to gpu_check.json). Extra arguments go to benchmarks/gpu_check.py.
+# throughput, pager video frames/s at the released size; prints one table (also written to gpu_check.json). Extra arguments go to benchmarks/gpu_check.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -47,7 +47,7 @@ def test_channels_last_predicts_the_same(checkpoints):
 
 def test_gpu_check_cpu_smoke_runs_every_step(tmp_path):
     """benchmarks/gpu_check.py --cpu-smoke: the GPU machine's script runs end to end on the CPU with a tiny model
-    (golden check on the device, inference per dtype, attention backends, a training step) and prints its table."""
+    (golden check on the device, inference per dtype, attention backends, a training step, the video loop) and prints its table."""
     out_json = tmp_path / "rows.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--cpu-smoke", "--repeats", "1",
            "--train_steps", "1", "--json", str(out_json)]
@@ -65,4 +65,6 @@ def test_gpu_check_cpu_smoke_runs_every_step(tmp_path):
     assert any(r["step"] == "attention" and r["seconds"] for r in rows)
     train = next(r for r in rows if r["step"] == "train")
     assert train["seconds"] > 0 and "steps/s" in train["note"]
+    video = next(r for r in rows if r["step"] == "video")
+    assert video["seconds"] > 0 and "frames/s" in video["note"], video
     assert "PaGeR gpu_check summary" in proc.stdout
