@@ -320,7 +320,8 @@ def video(args: argparse.Namespace, device: Any) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cpu-smoke", dest="cpu_smoke", action="store_true", help="tiny model on the CPU (tests this script)")
+    parser.add_argument("--cpu-smoke", "--smoke", dest="cpu_smoke", action="store_true",
+                        help="tiny model on the CPU (tests this script; --smoke as every benchmark)")
     parser.add_argument("--device", default=None, help="default: cuda (cpu with --cpu-smoke)")
     parser.add_argument("--dtypes", nargs="+", default=None, choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--compile_dtypes", nargs="*", default=None, choices=("fp32", "fp16", "bf16"),

@@ -98,6 +98,10 @@ VALUE_RULES: Dict[str, Rule] = {
     "l1_loss_weight": NON_NEGATIVE, "grad_loss_weight": NON_NEGATIVE, "normals_consistency_loss_weight": NON_NEGATIVE,
     "invalid_mask_weight": NON_NEGATIVE, "invalid_saturation_weight": NON_NEGATIVE,
     "invalid_saturation_margin": NON_NEGATIVE,
+    # sequences (pager video, pager synth --sequence)
+    "start": NON_NEGATIVE, "end": AT_LEAST_1, "stride": AT_LEAST_1, "fps": POSITIVE, "frames": AT_LEAST_1,
+    "temporal_filter": FRACTION_OPEN_TOP, "tau": POSITIVE, "pointcloud_every": NON_NEGATIVE,
+    "yaw_step": UNBOUNDED, "speed": NON_NEGATIVE,
 }
 
 # ----------------------------------------------------------------------------------------------- the schema
