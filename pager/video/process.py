@@ -155,30 +155,6 @@ def check_outputs(out_dir: Path, source: FrameSource, opts: VideoOptions, checkp
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
     return 0, False
-    if info_path.is_file():
-        try:
-            info = json.loads(info_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"cannot parse {info_path}: {exc}; pass --overwrite to start afresh") from exc
-        old = info.get("settings", {})
-        new = json.loads(json.dumps(_settings(source, opts, checkpoint)))
-        diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-        if not diff:
-            done = int(info.get("done", 0))
-            state = out_dir / STATE_FILE
-            if done and not state.is_file():
-                raise FileExistsError(f"{info_path} says {done} frames are done but {state} is missing; pass --overwrite to start afresh")
-            return done, bool(info.get("complete", False))
-        detail = diff[0]
-        if detail == "options":
-            detail = next(k for k in sorted(set(old.get("options", {})) | set(new["options"]))
-                          if old.get("options", {}).get(k) != new["options"].get(k))
-        raise FileExistsError(f"{info_path} belongs to a run with other settings ({detail} differs); "
-                              "pass --overwrite to replace it, or use another --out")
-    clashes = [p for p in planned_outputs(out_dir, len(source), opts) if p.exists()]
-    if clashes:
-        raise FileExistsError(f"{len(clashes)} output file(s) exist, e.g. {clashes[0]}; pass --overwrite to replace them")
-    return 0, False
 
 
 def _atomic_json(path: Path, data: Dict[str, Any]) -> None:
