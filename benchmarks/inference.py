@@ -266,6 +266,10 @@ def compare_plain(args: argparse.Namespace) -> int:
                           f"load {os.getloadavg()[0]:.1f}", flush=True)
             best = {k: min(v) for k, v in times.items()}
             results.append((fs, dtype_name, best, peaks, tables))
+            print(f"  face {fs} {dtype_name}: ours/plain {best['ours'] / best['plain']:.3f}", flush=True)
+            if tables:  # printed as soon as measured (a long run may be stopped before its end)
+                print(f"\nprofile, face {fs}, {dtype_name} (self time by operator, one run each)")
+                print(profile_table(tables), flush=True)
         del models
     print("\n" + head)
     for fs, dtype_name, best, peaks, _ in results:
@@ -275,10 +279,6 @@ def compare_plain(args: argparse.Namespace) -> int:
     for fs, dtype_name, best, _, _ in results:
         if dtype_name != "fp32" and fs in fp32:
             print(f"face {fs}: ours {dtype_name} / plain fp32 = {best['ours'] / fp32[fs]:.3f}")
-    for fs, dtype_name, _, _, tables in results:
-        if tables:
-            print(f"\nprofile, face {fs}, {dtype_name} (self time by operator, one run each)")
-            print(profile_table(tables))
     load = os.getloadavg()
     print(f"\nload average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (absolute seconds are inflated by "
           f"other jobs on a shared machine; the interleaved ratios are the figures to compare)")
