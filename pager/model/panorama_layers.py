@@ -99,8 +99,10 @@ def panorama_group_norm(
 
     - Statistics: contiguous float32/float64 inputs take per-face mean and variance from PyTorch's GroupNorm
       kernel (a stable cascade sum; its output buffer is reused for the result); channels_last inputs
-      (whose GroupNorm kernel cancels: sum of squares) per-channel Welford moments over the whole panorama
-      (``torch.var_mean``); half-precision inputs per-channel moments over the panorama from the two-pass
+      (whose GroupNorm kernel cancels: sum of squares) per-channel sums and sums of squares of ``x - K`` (``K`` a
+      per-channel mean of every 16th row, so the centred values are small and nothing cancels), in float32
+      along each image row and in float64 over the rows (Welford's ``torch.var_mean`` is as accurate and
+      about 6x slower in this layout); half-precision inputs per-channel moments over the panorama from the two-pass
       batch-norm statistics (float32 accumulation). Each set is merged
       in float64 with the exact equal-count combination ``M = mean(m_i)``, ``V = mean(v_i) + mean((m_i -
       M)^2)`` (Chan, Golub & LeVeque 1979, "Updating formulae and a pairwise algorithm for computing sample
@@ -144,12 +146,28 @@ def panorama_group_norm(
             rv = var.repeat_interleave(cg).float()
             outs.append(F.batch_norm(xs, rm, rv, w, bb, False, 0.0, eps))
         return outs[0] if b == 1 else torch.cat(outs)
+    bshape = (n, c) + (1,) * (x.ndim - 2)
+
+    def per_face(t: Tensor) -> Tensor:
+        return t.to(x.dtype).repeat_interleave(faces, dim=0).view(bshape)
+
     if channels_last:
+        # ``out = x - K`` with K a per-channel estimate of the mean, then sums and sums of squares of the centred
+        # values: fast in this layout (Welford's var_mean is ~6x slower here), and accurate because the centred
+        # values are small (sums of x itself would cancel) and summed in short runs merged in float64
         out = torch.empty_like(x)
-        # Welford per channel (the batch-norm statistics kernel loses a few ulps of the mean in this layout)
-        var_c, mean_c = torch.var_mean(x.view(b, faces, *x.shape[1:]), dim=(1, 3, 4), correction=0)
-        mean_c, var_c = mean_c.to(f64).view(b, num_groups, cg), var_c.to(f64).view(b, num_groups, cg)
-        mean, var = _merge(mean_c, var_c)  # [b, G]
+        ref = _rough_channel_mean(x, faces)  # [b, C], x.dtype
+        torch.sub(x, per_face(ref), out=out)
+        # in memory a channels_last map is [N*H, W, C]: sums along image rows (float32, short, vectorised over
+        # channels), then over the rows of a panorama in float64
+        rows = out.permute(0, 2, 3, 1).reshape(n * x.shape[2], x.shape[3], c)  # a view
+        s1 = rows.sum(dim=1).to(f64).view(b, -1, c).sum(dim=1)  # [b, C]
+        s2 = torch.linalg.vector_norm(rows, dim=1).to(f64).square().view(b, -1, c).sum(dim=1)
+        count = faces * x.shape[2] * x.shape[3]
+        mean_d = s1 / count
+        mean_c = mean_d + ref.to(f64)
+        var_c = (s2 / count - mean_d.square()).clamp_min(0.0)
+        mean, var = _merge(mean_c.view(b, num_groups, cg), var_c.view(b, num_groups, cg))  # [b, G]
     else:
         x = x.contiguous()
         out, mean_f, rstd_f = torch.ops.aten.native_group_norm(x, None, None, n, c, x.numel() // (n * c), num_groups, eps)
@@ -160,17 +178,26 @@ def panorama_group_norm(
     mean = mean.repeat_interleave(cg, dim=1)
     if weight is not None:
         scale = scale * weight.to(f64)
-    mean_hi = mean.to(x.dtype)
-    shift = -(mean - mean_hi.to(f64)) * scale
+    if not channels_last:
+        ref = mean.to(x.dtype)  # the mean's high part: x - ref is exact near the mean
+        torch.sub(x, per_face(ref), out=out)
+    # out = x - ref; y = (x - M) * s + bias = out * s + (bias - (M - ref) * s), no large terms cancel
+    shift = -(mean - ref.to(f64)) * scale
     if bias is not None:
         shift = shift + bias.to(f64)
-    bshape = (n, c) + (1,) * (x.ndim - 2)
-
-    def per_face(t: Tensor) -> Tensor:
-        return t.to(x.dtype).repeat_interleave(faces, dim=0).view(bshape)
-
-    torch.sub(x, per_face(mean_hi), out=out)
     return torch.addcmul(per_face(shift), out, per_face(scale), out=out)
+
+
+def _rough_channel_mean(x: Tensor, faces: int) -> Tensor:
+    """Per-panorama, per-channel mean of a subset of rows of ``x`` ``[B*faces, C, H, W]``: ``[B, C]`` in x.dtype.
+
+    Only a centring value for :func:`panorama_group_norm` (any value near the mean keeps the centred values
+    small); every ``H // 16``-th row is enough and costs a sixteenth of a pass.
+    """
+    step = max(1, x.shape[2] // 16)
+    rows = x[:, :, ::step]
+    b, c = x.shape[0] // faces, x.shape[1]
+    return rows.reshape(b, faces, c, -1).mean(dim=(1, 3), dtype=torch.float32).to(x.dtype)
 
 
 def _channel_moments(xs: Tensor, param_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
