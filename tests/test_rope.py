@@ -13,6 +13,7 @@ from pager.model.rope import (
     reference_vae_positions,
     rope_cos_sin,
     rope_frequencies,
+    rotate_tokens,
     sphere_rope_positions,
 )
 
@@ -163,3 +164,33 @@ def test_reference_vae_positions_pairing() -> None:
             for j in range(hw):
                 slot = (i * hw + j) * 6 + f
                 assert torch.equal(ours[f, i, j], table[slot])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("order", ["face_row_col", "reference_vae"])
+def test_rotate_tokens_equals_the_rotation_formula(dtype: torch.dtype, order: str) -> None:
+    """The attention's fast rotation (complex product for float32/64) gives the formula's values, in every layout.
+
+    Truth: the formula in float64 (``apply_sphere_rope`` on float64 positions); the fast path rounds like the
+    formula in ``dtype`` (one product and one sum per output), so it is within a few ulps of the float64 value.
+    """
+    hw, heads, d = 3, 2, 8
+    g = torch.Generator().manual_seed(11)
+    base = torch.randn(2, 6 * hw * hw, heads, d, generator=g, dtype=torch.float64)
+    positions = sphere_rope_positions if order == "face_row_col" else reference_vae_positions
+    truth = apply_sphere_rope(base.transpose(1, 2), positions(hw, dtype=torch.float64))  # [2, heads, N, d]
+    eps = torch.finfo(dtype).eps
+    layouts = {
+        "attention (transposed view)": base.to(dtype).transpose(1, 2),
+        "contiguous": base.to(dtype).transpose(1, 2).contiguous(),
+        "odd offset (falls back)": torch.cat([torch.zeros(1, dtype=dtype), base.to(dtype).transpose(1, 2).reshape(-1)])[1:]
+        .view(2, heads, 6 * hw * hw, d),
+    }
+    for name, x in layouts.items():
+        y = rotate_tokens(x, hw, order)
+        assert y.dtype == dtype and y.shape == x.shape and not y.is_complex(), name
+        err = (y.double() - truth).abs().max().item()
+        assert err <= 8 * eps * truth.abs().max().item(), (name, err)
+    x = base.float().transpose(1, 2).requires_grad_()
+    rotate_tokens(x, hw, order).square().sum().backward()  # a rotation keeps norms: d|Rx|^2/dx = 2x
+    assert torch.allclose(x.grad, 2 * x.detach(), atol=1e-5)

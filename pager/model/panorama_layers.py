@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pager.model.rope import hw_from_token_count, rope_tables, _rotate
+from pager.model.rope import hw_from_token_count, rotate_tokens
 
 __all__ = [
     "PanoramaGroupNorm",
@@ -452,9 +452,8 @@ class PanoramaAttnProcessor:
             num_tokens = query.shape[2]
             hw = hw_from_token_count(num_tokens, self.faces)
             order = "reference_vae" if (self.rope_token_order == "reference_vae" and input_ndim == 4) else "face_row_col"
-            cos, sin = rope_tables(hw, head_dim, query.device, query.dtype, order)
-            query = _rotate(query, cos, sin)
-            key = _rotate(key, cos, sin)
+            query = rotate_tokens(query, hw, order)
+            key = rotate_tokens(key, hw, order)
 
         out = self._attend(query, key, value, attention_mask, float(attn.scale))
         out = out.transpose(1, 2).reshape(n_img, seq_len, heads * head_dim).to(query.dtype)

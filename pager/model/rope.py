@@ -49,6 +49,7 @@ __all__ = [
     "rope_frequencies",
     "rope_cos_sin",
     "apply_sphere_rope",
+    "rotate_tokens",
     "hw_from_token_count",
 ]
 
@@ -242,6 +243,39 @@ def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 _rope_cos_sin_eager = torch.compiler.disable(rope_cos_sin, recursive=True)
+
+
+@cached_tensors(maxsize=64)
+def _rotation_table(hw: int, head_dim: int, device: torch.device, dtype: torch.dtype, token_order: str) -> Tensor:
+    """``cos + i sin`` of :func:`rope_cos_sin`: ``[6*hw*hw, head_dim // 2]`` complex (of float32 / float64)."""
+    cos, sin = rope_cos_sin(hw, head_dim, device, dtype, token_order)
+    return torch.complex(cos, sin)
+
+
+def rotate_tokens(x: Tensor, hw: int, token_order: str = "face_row_col") -> Tensor:
+    """Sphere RoPE of queries or keys ``[..., 6*hw*hw, D]`` of one panorama per batch row (see the module docstring).
+
+    Float32 / float64 on CPU and CUDA: each interleaved pair ``(x0, x1)`` is the complex number ``x0 + i x1``
+    multiplied by ``cos(alpha) + i sin(alpha)`` (one kernel, the same products and sums as the formula);
+    otherwise (half precision, MPS, inside ``torch.compile``) the formula's real operations.
+    """
+    head_dim = x.shape[-1]
+    pairs = head_dim // 2
+    complex_ok = (
+        x.dtype in (torch.float32, torch.float64)
+        and x.device.type in ("cpu", "cuda")
+        and head_dim == 2 * pairs
+        and not torch.compiler.is_compiling()
+        and x.stride(-1) == 1
+        and all(st % 2 == 0 for st in x.stride()[:-1])
+        and x.storage_offset() % 2 == 0
+    )
+    if complex_ok:
+        table = _rotation_table(hw, head_dim, _norm_device(x.device), x.dtype, token_order)
+        z = torch.view_as_complex(x.unflatten(-1, (pairs, 2)))
+        return torch.view_as_real(z * table).flatten(-2)
+    cos, sin = rope_tables(hw, head_dim, x.device, x.dtype, token_order)
+    return _rotate(x, cos, sin)
 
 
 def apply_sphere_rope(x: Tensor, positions: Tensor | None = None, token_order: str = "face_row_col") -> Tensor:
