@@ -251,6 +251,7 @@ class InferenceConfig:
     seam_blend: bool
     channels_last: bool
     compile: bool
+    tiled_decoding: bool
     training: TrainingSection
     model: ModelSection
     data: DataSection

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="fast path: float16/bfloat16 on GPUs (bfloat16 on CPUs with AVX512-BF16/AMX)")
     parser.add_argument("--channels_last", action="store_true", help="fast path: channels_last memory layout")
     parser.add_argument("--compile", action="store_true", help="fast path: torch.compile the networks (the first request compiles)")
+    parser.add_argument("--tiled_decoding", action="store_true",
+                        help="fast path: exact low-memory VAE decoding in bands of rows (panorama-wide GroupNorm statistics first; same output)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -51,6 +53,7 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     pipe = PagerPipeline.from_pretrained(source, device=args.device, enable_xformers=args.enable_xformers,
                                          torch_dtype=getattr(args, "dtype", "float32"))
     pipe.model.optimize(channels_last=getattr(args, "channels_last", False), compile=getattr(args, "compile", False))
+    pipe.model.enable_tiled_decoding(bool(getattr(args, "tiled_decoding", False)))
     return pipe
 
 

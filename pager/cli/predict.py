@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--enable_xformers", action="store_true", help="xformers attention (falls back to SDPA with a warning)")
     parser.add_argument("--channels_last", action="store_true", help="fast path: channels_last memory layout")
     parser.add_argument("--compile", action="store_true", help="fast path: torch.compile the networks (the first batch compiles)")
+    parser.add_argument("--tiled_decoding", action="store_true",
+                        help="fast path: exact low-memory VAE decoding in bands of rows (panorama-wide GroupNorm statistics first; same output)")
     parser.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
     parser.add_argument("--depth_scale", type=float, default=1000.0,
                         help="16-bit PNG steps per depth unit (default 1000: millimetres for metric models)")
@@ -179,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = PagerPipeline.from_pretrained(source, variant=args.variant, torch_dtype=args.dtype, device=args.device,
                                          allow_pickle=args.allow_pickle, enable_xformers=args.enable_xformers)
     pipe.model.optimize(channels_last=args.channels_last, compile=args.compile)
+    pipe.model.enable_tiled_decoding(args.tiled_decoding)
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(images), desc="pager predict", unit="pano", disable=args.no_progress)
     for start in range(0, len(images), args.batch_size):

@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     run.add_argument("--dtype", default="float32", choices=("float32", "fp32", "float16", "fp16", "bfloat16", "bf16"))
     run.add_argument("--enable_xformers", action="store_true", help="xformers attention (falls back to SDPA with a warning)")
+    run.add_argument("--tiled_decoding", action="store_true",
+                     help="fast path: exact low-memory VAE decoding in bands of rows (panorama-wide GroupNorm statistics first; same output)")
     run.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
     from pager.geometry import STITCHING_MODES
 
@@ -155,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = PagerPipeline.from_pretrained(ckpt, variant=args.variant, torch_dtype=args.dtype, device=args.device,
                                          allow_pickle=args.allow_pickle, enable_xformers=args.enable_xformers)
+    pipe.model.enable_tiled_decoding(args.tiled_decoding)
     info = process_video(pipe, source, out_dir, opts, done=done, checkpoint=checkpoint, progress=not args.no_progress)
     fps = info.get("frames_per_second")
     print(f"pager video: {len(source)} frames of {args.input} -> {out_dir}"

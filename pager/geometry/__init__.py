@@ -54,6 +54,7 @@ from pager.geometry.cube_padding import (
     convert_to_cube_padding,
     cube_pad,
     cube_pad_asymmetric,
+    cube_pad_sources,
     cube_padding_enabled,
     cube_padding_mode,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "uv_positional_encoding",
     "cube_pad",
     "cube_pad_asymmetric",
+    "cube_pad_sources",
     "CubePadConv2d",
     "convert_to_cube_padding",
     "cube_padding_enabled",

@@ -59,6 +59,7 @@ __all__ = [
     "CUBE_PADDING_MODES",
     "cube_pad",
     "cube_pad_asymmetric",
+    "cube_pad_sources",
     "CubePadConv2d",
     "convert_to_cube_padding",
     "cube_padding_enabled",
@@ -271,8 +272,7 @@ def cube_pad(
     sd = _as_sides(pad, sides)
     if any(s < 0 or s > h for s in sd):
         raise ValueError(f"cube padding sides must lie in [0, face size {h}], got {sd}")
-    if mode == "geometric" and max(sd) > h - 1:
-        mode = "reference"  # the neighbour has only F-1 rows beyond the shared edge (see the module docstring)
+    mode = _effective_mode(h, sd, mode)  # the neighbour has only F-1 rows beyond the shared edge (module docstring)
     if not faces.dtype.is_floating_point:
         raise ValueError(f"cube_pad needs a floating point tensor, got {faces.dtype}")
     left, right, top, bottom = sd
@@ -295,6 +295,55 @@ def cube_pad(
     if "c_dst" in idx:
         corner = xf.index_select(0, idx["c_src_ab"]).view(2, -1).mean(dim=0)
         of.index_copy_(0, idx["c_dst"], corner)
+    return out
+
+
+def _effective_mode(fs: int, sd: Sides, mode: str) -> str:
+    """The table :func:`cube_pad` uses: geometric sides beyond ``F - 1`` fall back to the reference table."""
+    return "reference" if mode == "geometric" and max(sd) > fs - 1 else mode
+
+
+@cached_tensors(maxsize=64)
+def cube_pad_sources(fs: int, sides: Sequence[int], mode: str = "reference") -> Dict[str, torch.Tensor]:
+    """Where every padded pixel of :func:`cube_pad` comes from, as (face, row, col) triples (long, CPU).
+
+    For faces of size ``fs`` padded by ``sides = (left, right, top, bottom)`` in ``mode`` (with the same
+    geometric-to-reference fallback for tiny faces as :func:`cube_pad`) returns
+
+    - ``"edge_dst"`` ``[K, 3]``: (face, row, col) of the padded pixels beside exactly one side of the face, in
+      the padded face's coordinates (rows ``0 .. fs+top+bottom-1``, the face's own rows start at ``top``);
+    - ``"edge_src"`` ``[K, 3]``: the (face, row, col) of the unpadded faces whose value each one copies;
+    - ``"corner_dst"``, ``"corner_src_a"``, ``"corner_src_b"`` ``[Kc, 3]``: corner pixels and the two pixels
+      whose mean they hold (``Kc = 0`` when no two adjacent sides are padded).
+
+    Faces are indices into one panorama's F, R, B, L, U, D. Entries are sorted by destination row, so that a
+    band of padded rows can be filled from a contiguous slice (``pager.model.tiled_decoding`` pads row bands
+    of a tensor this way, without building the whole padded tensor). ``cube_pad(x)`` equals: interior copied,
+    ``out[f, :, r, c] = x[f', :, r', c']`` for every edge entry, and the mean of the two sources at corners.
+    """
+    _check_mode(mode)
+    sd = _as_sides(None, sides)
+    if fs < 1 or any(s < 0 or s > fs for s in sd):
+        raise ValueError(f"cube padding sides must lie in [0, face size {fs}], got {sd}")
+    left, right, top, bottom = sd
+    wp = fs + left + right
+    edges, corners = _pad_table(fs, sd, _effective_mode(fs, sd, mode))
+
+    def triple(face: torch.Tensor, pix: torch.Tensor, width: int) -> torch.Tensor:
+        return torch.stack((face, pix // width, pix % width), dim=1)
+
+    df, dp, sf, sp = edges
+    out = {"edge_dst": triple(df, dp, wp), "edge_src": triple(sf, sp, fs)}
+    if corners is not None:
+        cf, cp, fa, pa, fb, pb = corners
+        out.update(corner_dst=triple(cf, cp, wp), corner_src_a=triple(fa, pa, fs), corner_src_b=triple(fb, pb, fs))
+    else:
+        empty = torch.zeros((0, 3), dtype=torch.long)
+        out.update(corner_dst=empty, corner_src_a=empty, corner_src_b=empty)
+    for kind, keys in (("edge", ("edge_dst", "edge_src")), ("corner", ("corner_dst", "corner_src_a", "corner_src_b"))):
+        order = torch.sort(out[f"{kind}_dst"][:, 1], stable=True).indices
+        for key in keys:
+            out[key] = out[key][order].contiguous()
     return out
 
 

@@ -4,6 +4,7 @@
 - ``Pager.from_pretrained(path_or_repo_id | {"depth": ..., "normals": ...})`` (``pager.model.loading``).
 - :func:`build_tiny_checkpoint` (``pager.model.tiny``): a small random checkpoint in the released layout.
 - Panorama-wide layers and sphere RoPE live in ``pager.model.panorama_layers`` / ``pager.model.rope``.
+- The exact low-memory (banded) VAE decoder of ``Pager.enable_tiled_decoding``: ``pager.model.tiled_decoding``.
 """
 from __future__ import annotations
 

@@ -214,6 +214,8 @@ class Pager(nn.Module):
         self._uv_cache: Dict[Tuple[int, str, torch.dtype], Tensor] = {}
         self.memory_format = torch.contiguous_format
         self.compiled = False
+        #: settings of the exact low-memory decoder (:meth:`enable_tiled_decoding`), None: untiled
+        self.tiled_decoding: Optional["TiledDecoding"] = None
 
     def optimize(self, channels_last: bool = False, compile: bool = False, compile_mode: Optional[str] = None) -> "Pager":
         """Switch on the inference fast path in place; outputs stay equal up to rounding. Returns ``self``.
@@ -243,6 +245,32 @@ class Pager(nn.Module):
             for unet in self.unets.values():
                 unet.compile(**kwargs)
             self.compiled = True
+        return self
+
+    def enable_tiled_decoding(self, enabled: bool = True, band_mb: float = 64.0, band_rows: Optional[int] = None) -> "Pager":
+        """Decode with the exact low-memory decoder of :mod:`pager.model.tiled_decoding` (or back, ``enabled=False``).
+
+        Every decoder layer runs in bands of rows over the six faces of one panorama at a time: panorama-wide
+        GroupNorm statistics are streamed over bands first and applied per band, cube padding is gathered per
+        band, so the output is the untiled decoder's up to float rounding while only a block's input and one
+        hidden map are alive (not diffusers' ``enable_tiling``, whose tiles change the function). Used for
+        inference (no gradients); training and gradient-enabled calls keep the untiled decoder. The decoder is
+        then run eagerly even after ``optimize(compile=True)``. Returns ``self``.
+
+        Args:
+            band_mb: target memory of one band in MiB (input band plus output band of a convolution).
+            band_rows: fixed rows per band instead of ``band_mb`` (tests).
+        Raises:
+            ValueError: bad ``band_mb``/``band_rows``, or a VAE decoder layout the tiled decoder does not know.
+        """
+        if not enabled:
+            self.tiled_decoding = None
+            return self
+        from pager.model.tiled_decoding import TiledDecoding, check_tiled_decoding_support
+
+        cfg = TiledDecoding(band_mb=band_mb, band_rows=band_rows)
+        check_tiled_decoding_support(self.vae)
+        self.tiled_decoding = cfg
         return self
 
     def _layout(self, x: Tensor) -> Tensor:
@@ -329,9 +357,16 @@ class Pager(nn.Module):
         return -math.sqrt(max(1.0 - self.alpha_prod, 0.0)) * v
 
     def decode(self, latent: Tensor) -> Tensor:
-        """Scaled latents ``[B*6, 4, h, w]`` -> decoded faces ``[B*6, 3, F, F]`` (roughly in [-1, 1])."""
+        """Scaled latents ``[B*6, 4, h, w]`` -> decoded faces ``[B*6, 3, F, F]`` (roughly in [-1, 1]).
+
+        Without gradients and after :meth:`enable_tiled_decoding`, the exact banded decoder of
+        :mod:`pager.model.tiled_decoding` runs instead of ``vae.decode`` (same output up to float rounding)."""
         self._check_faces(latent.shape[0], "decode")
         latent = self._layout(latent.to(self.dtype))
+        if self.tiled_decoding is not None and not torch.is_grad_enabled():
+            from pager.model.tiled_decoding import tiled_decode
+
+            return tiled_decode(self.vae, latent / self.latent_scale, self.tiled_decoding)
         return self.vae.decode(latent / self.latent_scale, return_dict=False)[0]
 
     def forward_faces(self, rgb_faces: Tensor, modality: str) -> Tensor:
