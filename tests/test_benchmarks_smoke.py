@@ -21,11 +21,16 @@ def test_benchmarks_exist():
     assert len(SCRIPTS) >= 7
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_benchmark_runs_with_smallest_settings(script, tmp_path):
+# modes of a script that its plain --smoke run does not reach
+EXTRA = [(ROOT / "benchmarks" / "inference.py", ("--compare_plain", "--profile"))]
+
+
+@pytest.mark.parametrize("script,extra", [(p, ()) for p in SCRIPTS] + EXTRA,
+                         ids=lambda v: v.name if isinstance(v, Path) else " ".join(v) or "-")
+def test_benchmark_runs_with_smallest_settings(script, extra, tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PAGER_CACHE_DIR=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, cwd=tmp_path,
-                         env=env, timeout=600)
+    out = subprocess.run([sys.executable, str(script), "--smoke", *extra], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=600)
     assert out.returncode == 0, f"{script.name} --smoke failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
     assert out.stdout.strip(), f"{script.name} printed nothing"
     assert "Traceback" not in out.stderr
