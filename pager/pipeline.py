@@ -116,12 +116,15 @@ def _pil_to_array(img: Any) -> np.ndarray:
     return np.asarray(img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB"))
 
 
-def load_rgb(item: Any, name: str, normalize: bool = False) -> np.ndarray:
+def load_rgb(item: Any, name: str, normalize: bool = False, keep_uint8: bool = False) -> np.ndarray:
     """Decode one input to float32 RGB ``[H, W, 3]`` in [0, 1]; errors name the input.
 
     Nothing is altered silently (see :func:`pager.io_utils.image_to_float`): NaN/inf pixels raise
     ``ValueError``; float values outside [0, 1] (a float TIFF, an HDR/EXR panorama) raise too unless
     ``normalize=True``, which maps them linearly to [0, 1] with a warning.
+
+    ``keep_uint8``: an 8-bit input comes back as uint8 RGB ``[H, W, 3]`` (0..255, alpha dropped as a view, grey
+    repeated) instead of float32: a quarter of the memory, and the same numbers (float32 ``rgb / 255``).
     """
     from pager.io_utils import image_to_float, read_image
 
@@ -147,7 +150,19 @@ def load_rgb(item: Any, name: str, normalize: bool = False) -> np.ndarray:
         arr = _pil_to_array(item)
     else:
         raise ValueError(f"{name}: unsupported image type {type(item).__name__} (path, PIL image, numpy array or tensor)")
-    rgb = image_to_float(np.asarray(arr), name=name, normalize=normalize)
+    arr = np.asarray(arr)
+    if keep_uint8 and arr.dtype == np.uint8 and arr.ndim in (2, 3):
+        rgb = arr if arr.ndim == 3 else arr[:, :, None]
+        if rgb.shape[2] in (1, 2):
+            rgb = np.repeat(rgb[:, :, :1], 3, axis=2)
+        elif rgb.shape[2] == 4:
+            rgb = rgb[:, :, :3]
+        elif rgb.shape[2] != 3:
+            raise ValueError(f"{name}: expected an image array [H, W, C] with C in 1..4, got shape {arr.shape}")
+        if np.shares_memory(rgb, arr) and isinstance(item, (np.ndarray, torch.Tensor)):
+            rgb = rgb.copy()  # never an alias of the caller's array (the outputs' rgb would change with it)
+    else:
+        rgb = image_to_float(arr, name=name, normalize=normalize)
     if rgb.shape[0] < 2 or rgb.shape[1] < 2:
         raise ValueError(f"{name}: image of size {rgb.shape[1]}x{rgb.shape[0]} is too small")
     return rgb
@@ -256,13 +271,15 @@ class PagerPipeline:
         n = len(entries)
         results: List[Dict[str, np.ndarray]] = [dict() for _ in range(n)]
         metadata: List[Dict[str, Any]] = [dict() for _ in range(n)]
+        whole: Optional[Dict[str, np.ndarray]] = None  # the arrays of a batch that holds every input, in order
         bar = tqdm(total=n, desc="PaGeR", unit="pano", disable=not show_progress)
         for start in range(0, n, batch_size):
             chunk = list(range(start, min(n, start + batch_size)))
             decoded = {}
             for i in chunk:
                 item, name = entries[i]
-                rgb = load_rgb(item, name, normalize=normalize_input)
+                # 8-bit images stay uint8: the model reads them in place (no float copy of a large panorama)
+                rgb = load_rgb(item, name, normalize=normalize_input, keep_uint8=True)
                 h, w = rgb.shape[:2]
                 if w != 2 * h:
                     warnings.warn(f"{name}: {w}x{h} is not a 2:1 equirectangular panorama; it is read as a full sphere (stretched)", UserWarning, stacklevel=2)
@@ -272,36 +289,55 @@ class PagerPipeline:
                     except ValueError as exc:
                         raise ValueError(f"{name}: {exc}") from exc
                 decoded[i] = rgb
-            groups: Dict[Tuple[int, int], List[int]] = {}
+            groups: Dict[Tuple[Tuple[int, int], Any], List[int]] = {}
             for i in chunk:
-                groups.setdefault(decoded[i].shape[:2], []).append(i)
-            for (h, w), idx in groups.items():
-                batch = torch.from_numpy(np.stack([decoded[i] for i in idx])).permute(0, 3, 1, 2)
-                batch = batch.to(self.model.device) * 2.0 - 1.0
+                groups.setdefault((decoded[i].shape[:2], decoded[i].dtype), []).append(i)
+            for ((h, w), dtype), idx in groups.items():
                 out_size = (int(output_height), 2 * int(output_height)) if output_height else (h, w)
+                rgb8s = {i: self._rgb_uint8(decoded[i], out_size) for i in idx}
+                arr = decoded[idx[0]][None] if len(idx) == 1 else np.stack([decoded[i] for i in idx])
+                for i in idx:
+                    decoded[i] = None  # the batch (or the single image) is all that is kept
+                with warnings.catch_warnings():  # decoded images may be read-only arrays: only read from here on
+                    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                    batch = torch.from_numpy(arr).permute(0, 3, 1, 2).to(self.model.device)
+                if batch.dtype != torch.uint8:  # float32 in [0, 1], our own copy: mapped to [-1, 1] in place
+                    batch = batch.mul_(2.0).sub_(1.0)
+                del arr
                 pred = self.model.predict(batch, modalities=mods, face_size=face_size, output_size=out_size,
                                           stitching=stitching, seam_blend=seam_blend)
+                del batch
+                arrays: Dict[str, np.ndarray] = {}
+                if "depth" in pred:
+                    arrays["depth"] = pred["depth"].float().cpu().numpy()
+                    arrays["depth_mask"] = pred["depth_mask"].cpu().numpy()
+                if "normals" in pred:  # channels-last storage: the permuted view is contiguous
+                    arrays["normals"] = pred["normals"].float().permute(0, 2, 3, 1).cpu().numpy()
+                    arrays["normals_mask"] = pred["normals_mask"].cpu().numpy()
+                del pred
+                masks = [arrays[f"{m}_mask"] for m in mods]
+                if masks:
+                    arrays["mask"] = masks[0].copy() if len(masks) == 1 else np.logical_and.reduce(masks)
                 for k, i in enumerate(idx):
-                    res: Dict[str, np.ndarray] = {}
-                    if "depth" in pred:
-                        res["depth"] = pred["depth"][k].float().cpu().numpy()
-                        res["depth_mask"] = pred["depth_mask"][k].cpu().numpy()
-                    if "normals" in pred:
-                        res["normals"] = pred["normals"][k].float().permute(1, 2, 0).cpu().numpy()
-                        res["normals_mask"] = pred["normals_mask"][k].cpu().numpy()
-                    rgb8 = np.rint(decoded[i] * 255.0).astype(np.uint8)
-                    if rgb8.shape[:2] != out_size:
-                        from PIL import Image
-
-                        rgb8 = np.asarray(Image.fromarray(rgb8).resize((out_size[1], out_size[0]), Image.BILINEAR))
-                    res["rgb"] = rgb8
-                    masks = [res[f"{m}_mask"] for m in mods]
-                    res["mask"] = np.logical_and.reduce(masks) if masks else None
+                    res = {key: value[k] for key, value in arrays.items()}
+                    res["rgb"] = rgb8s.pop(i)
                     results[i] = res
                     metadata[i] = self._metadata(entries[i][1], (h, w), out_size, face_size, mods, stitching, seam_blend)
+                if idx == list(range(n)):
+                    whole = arrays
             bar.update(len(chunk))
         bar.close()
-        return self._collect(results, metadata, mods)
+        return self._collect(results, metadata, mods, whole)
+
+    @staticmethod
+    def _rgb_uint8(rgb: np.ndarray, out_size: Tuple[int, int]) -> np.ndarray:
+        """The input as uint8 ``[H, W, 3]`` at the output size (an 8-bit input as it is, no copy)."""
+        rgb8 = rgb if rgb.dtype == np.uint8 else np.rint(rgb * 255.0).astype(np.uint8)
+        if rgb8.shape[:2] != tuple(out_size):
+            from PIL import Image
+
+            rgb8 = np.asarray(Image.fromarray(np.ascontiguousarray(rgb8)).resize((out_size[1], out_size[0]), Image.BILINEAR))
+        return rgb8
 
     def _metadata(self, name: str, in_size: Tuple[int, int], out_size: Tuple[int, int], face_size: int,
                   mods: Sequence[str], stitching: str = "exact", seam_blend: bool = False) -> Dict[str, Any]:
@@ -320,14 +356,21 @@ class PagerPipeline:
         return meta
 
     @staticmethod
-    def _collect(results: List[Dict[str, np.ndarray]], metadata: List[Dict[str, Any]], mods: Sequence[str]) -> PagerOutput:
+    def _collect(results: List[Dict[str, np.ndarray]], metadata: List[Dict[str, Any]], mods: Sequence[str],
+                 whole: Optional[Dict[str, np.ndarray]] = None) -> PagerOutput:
+        """Stack the per-image results (no copy for one image, nor for one batch that holds every image:
+        ``whole``, that batch's arrays)."""
         same = len({r["rgb"].shape for r in results}) == 1
 
         def gather(key: str):
             if not results or results[0].get(key) is None:
                 return None
+            if whole is not None and key in whole:
+                return whole[key]
             arrays = [r[key] for r in results]
-            return np.stack(arrays) if same else arrays
+            if not same:
+                return arrays
+            return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
 
         return PagerOutput(
             depth=gather("depth"), normals=gather("normals"), depth_mask=gather("depth_mask"),

@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from pager.pipeline import load_rgb
 
     for path in images:  # every input decodes (finite, in range, not a decompression bomb) before the model loads
-        width = load_rgb(path, str(path), normalize=args.normalize_input).shape[1]
+        width = load_rgb(path, str(path), normalize=args.normalize_input, keep_uint8=True).shape[1]
         if args.stitching == "reference" and not args.output_height and width % 4:
             raise ValueError(f"{path}: --stitching reference needs an output width that is a multiple of 4, this "
                              f"image is {width} wide; pass an even --output_height or use --stitching exact")
@@ -194,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
                       for key in ("depth", "depth_mask", "normals", "normals_mask", "rgb")}
             files = write_outputs(stems[start + k], out_dir, result, out.metadata[k], args.depth_scale)
             logger.debug("%s -> %s", path, ", ".join(f.name for f in files))
+        del out, result  # one batch's outputs in memory at a time
         bar.update(len(chunk))
     bar.close()
     logger.info("wrote predictions of %d panorama(s) to %s", len(images), out_dir)

@@ -35,6 +35,18 @@ PNG_UNIT_KEY = "pager:depth_unit"
 _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
+#: pixels per band of rows in the per-pixel conversions of the writers (bounds their float64 temporaries)
+BAND_PIXELS = 1 << 20
+
+
+def _row_bands(shape, band_pixels: int = 0):
+    """Row bands ``[(r0, r1), ...]`` of an image ``[H, W, ...]`` with about ``BAND_PIXELS`` pixels each."""
+    h = int(shape[0])
+    w = int(np.prod(shape[1:2])) if len(shape) > 1 else 1
+    rows = max(1, int(band_pixels or BAND_PIXELS) // max(w, 1))
+    return [(r, min(h, r + rows)) for r in range(0, h, rows)]
+
+
 def _numpy(x: ArrayLike) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
@@ -70,32 +82,42 @@ def save_depth_png16(
         raise ValueError(f"save_depth_png16: scale must be a positive number, got {scale}")
     if unit not in ("metres", "relative", "unknown"):
         raise ValueError(f"save_depth_png16: unit must be 'metres', 'relative' or 'unknown', got {unit!r}")
-    d = _numpy(depth_m).astype(np.float64)
+    d = _numpy(depth_m)  # float64 per band of rows below (not the whole map at once)
     if d.ndim == 3 and d.shape[0] == 1:
         d = d[0]
     if d.ndim != 2:
         raise ValueError(f"save_depth_png16: depth for {path} must be [H, W], got shape {d.shape}")
-    valid = ~np.isnan(d)
+    m = None
     if mask is not None:
         m = _numpy(mask)
         if m.ndim == 3 and m.shape[0] == 1:
             m = m[0]
         if m.shape != d.shape:
             raise ValueError(f"save_depth_png16: mask {m.shape} does not match depth {d.shape} for {path}")
-        valid &= m.astype(bool)
-    if (d[valid] < 0).any():
-        raise ValueError(f"save_depth_png16: depth for {path} has negative values (min {d[valid].min():.4g} m)")
-    q = np.rint(np.where(valid, d, 0.0) * scale)
-    over = valid & (q > 65535)
-    if over.any():
+    out = np.empty(d.shape, dtype=np.uint16)
+    lowest, n_over = np.inf, 0
+    for r0, r1 in _row_bands(d.shape):
+        db = d[r0:r1].astype(np.float64)
+        valid = ~np.isnan(db)
+        if m is not None:
+            valid &= m[r0:r1].astype(bool)
+        if valid.any():
+            lowest = min(lowest, float(db[valid].min()))
+        q = np.rint(np.where(valid, db, 0.0) * scale)
+        n_over += int(np.count_nonzero(valid & (q > 65535)))
+        q = np.clip(q, 0, 65535)
+        q[valid & (q < 1)] = 1  # a valid depth never encodes as the invalid marker 0
+        q[~valid] = 0
+        out[r0:r1] = q
+    if lowest < 0:
+        raise ValueError(f"save_depth_png16: depth for {path} has negative values (min {lowest:.4g} m)")
+    if n_over:
         logger.warning(
             "save_depth_png16: %d pixel(s) of %s exceed %.4g m (65535 / scale %.4g) and were clipped; "
             "use a smaller scale to keep them",
-            int(over.sum()), path, 65535.0 / scale, scale,
+            n_over, path, 65535.0 / scale, scale,
         )
-    q = np.clip(q, 0, 65535)
-    q[valid & (q < 1)] = 1  # a valid depth never encodes as the invalid marker 0
-    q[~valid] = 0
+    q = out
     info = PngInfo()
     info.add_text(PNG_SCALE_KEY, repr(float(scale)))
     info.add_text(PNG_UNIT_KEY, unit)
@@ -172,8 +194,7 @@ def load_npz(path: PathLike) -> Dict[str, np.ndarray]:
         raise ValueError(f"cannot read npz file {path}: {type(exc).__name__}: {exc}") from exc
 
 
-def image_bytes(image: ArrayLike, format: str = "PNG", quality: int = 95) -> bytes:
-    """Encode a uint8 image ``[H, W]``/``[H, W, 3]``/``[H, W, 4]`` into PNG/JPEG/... bytes."""
+def _pil_image(image: ArrayLike):
     from PIL import Image
 
     a = _numpy(image)
@@ -183,25 +204,34 @@ def image_bytes(image: ArrayLike, format: str = "PNG", quality: int = 95) -> byt
         a = a[:, :, 0]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
         raise ValueError(f"image must be [H, W], [H, W, 3] or [H, W, 4], got shape {a.shape}")
-    img = Image.fromarray(np.ascontiguousarray(a))
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _encode(img, fh, format: str, quality: int) -> None:
     if format.upper() == "JPEG" and img.mode == "RGBA":
         img = img.convert("RGB")
-    buf = io.BytesIO()
     kwargs = {"quality": quality} if format.upper() in ("JPEG", "WEBP") else {}
-    img.save(buf, format=format, **kwargs)
+    img.save(fh, format=format, **kwargs)
+
+
+def image_bytes(image: ArrayLike, format: str = "PNG", quality: int = 95) -> bytes:
+    """Encode a uint8 image ``[H, W]``/``[H, W, 3]``/``[H, W, 4]`` into PNG/JPEG/... bytes."""
+    buf = io.BytesIO()
+    _encode(_pil_image(image), buf, format, quality)
     return buf.getvalue()
 
 
 def save_image(path: PathLike, image: ArrayLike, quality: int = 95) -> Path:
-    """Write a uint8 image ``[H, W]``/``[H, W, 3]``/``[H, W, 4]`` atomically; the format follows the suffix."""
+    """Write a uint8 image ``[H, W]``/``[H, W, 3]``/``[H, W, 4]`` atomically; the format follows the suffix.
+    Encoded straight into the (temporary) file: no second copy of the encoded image in memory."""
     path = Path(path)
     fmt = _PIL_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"save_image: unsupported image suffix for {path}; use one of {sorted(_PIL_FORMATS)}")
     try:
-        data = image_bytes(image, fmt, quality)
+        img = _pil_image(image)
     except ValueError as exc:
         raise ValueError(f"save_image {path}: {exc}") from exc
     with atomic_write(path, "wb") as fh:
-        fh.write(data)
+        _encode(img, fh, fmt, quality)
     return path

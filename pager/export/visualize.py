@@ -27,6 +27,12 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 INVALID_GREY: Tuple[int, int, int] = (128, 128, 128)
 
 
+def _row_bands(shape: Tuple[int, ...]):
+    from pager.export.files import _row_bands as bands
+
+    return bands(shape)
+
+
 def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
     """Detach a tensor to a float32/bool numpy array (any device, any float dtype)."""
     if isinstance(x, torch.Tensor):
@@ -85,9 +91,9 @@ def depth_range(
         raise ValueError("depth has no valid (finite, unmasked) pixel to set a colour range")
     if not 0.0 < percentile <= 100.0:
         raise ValueError(f"percentile must be in (0, 100], got {percentile}")
-    vals = d[valid]
+    vals = d[valid]  # a copy: partitioned in place by the percentile
     vmin = float(vals.min())
-    vmax = float(np.percentile(vals, percentile))
+    vmax = float(np.percentile(vals, percentile, overwrite_input=True))
     return vmin, vmax
 
 
@@ -151,7 +157,9 @@ def colorize_depth(
     hi = hi if vmax is None else float(vmax)
     if hi <= lo:
         hi = lo + max(abs(lo) * 1e-6, 1e-6)
-    out = _apply_cmap(_normalise_depth(d, lo, hi, inverse), valid, cmap, invalid_color)
+    out = np.empty(d.shape + (3,), dtype=np.uint8)
+    for r0, r1 in _row_bands(d.shape):  # float temporaries of one band of rows at a time
+        out[r0:r1] = _apply_cmap(_normalise_depth(d[r0:r1], lo, hi, inverse), valid[r0:r1], cmap, invalid_color)
     if colorbar:
         bar = depth_colorbar(lo, hi, height=d.shape[0], cmap=cmap, inverse=inverse, label=colorbar_label)
         out = np.concatenate([out, bar], axis=1)
@@ -253,9 +261,14 @@ def normals_to_rgb(
         hwc = n
     else:
         raise ValueError(f"normals: expected 3 channels ([3, H, W] or [H, W, 3]), got shape {n.shape}")
-    valid = np.isfinite(hwc).all(-1) & (np.abs(np.nan_to_num(hwc)).sum(-1) > 0) & _mask_numpy(mask, hwc.shape[:2])
-    rgb = np.rint((np.clip(np.nan_to_num(hwc), -1.0, 1.0) + 1.0) * 0.5 * 255.0).astype(np.uint8)
-    rgb[~valid] = np.asarray(invalid_color, dtype=np.uint8)
+    m = _mask_numpy(mask, hwc.shape[:2])
+    rgb = np.empty(hwc.shape[:2] + (3,), dtype=np.uint8)
+    for r0, r1 in _row_bands(hwc.shape):  # float temporaries of one band of rows at a time
+        band = hwc[r0:r1]
+        valid = np.isfinite(band).all(-1) & (np.abs(np.nan_to_num(band)).sum(-1) > 0) & m[r0:r1]
+        out = np.rint((np.clip(np.nan_to_num(band), -1.0, 1.0) + 1.0) * 0.5 * 255.0).astype(np.uint8)
+        out[~valid] = np.asarray(invalid_color, dtype=np.uint8)
+        rgb[r0:r1] = out
     return rgb
 
 

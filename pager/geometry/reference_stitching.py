@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -92,44 +93,55 @@ def _nearest_index(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return (gy * width + gx).reshape(-1)
 
 
-def reference_erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str, sampling_dtype: torch.dtype) -> torch.Tensor:
-    """The original's ERP->cube of ``erp [B, C, H, W]`` -> ``[B, 6, C, F, F]`` (bilinear or nearest)."""
+def reference_erp_to_cubemap(erp: torch.Tensor, face_size: int, mode: str, sampling_dtype: torch.dtype,
+                             uint8_to: Optional[Tuple[float, float]] = None) -> torch.Tensor:
+    """The original's ERP->cube of ``erp [B, C, H, W]`` -> ``[B, 6, C, F, F]`` (bilinear or nearest). Bilinear
+    gathers the 4 neighbours of every face pixel from ``erp`` as it is (no whole-panorama float copy; integer
+    panoramas are sampled as float32 values and returned as float32; ``uint8_to`` as in
+    :func:`pager.geometry.erp_to_cubemap`)."""
+    from pager.geometry.cubemap import _bilinear_gather
+
     b, c, h, w = erp.shape
     grid = reference_e2c_grid(h, w, face_size, erp.device, sampling_dtype)
     if mode == "nearest":
         out = erp.reshape(b * c, h * w).index_select(1, _nearest_index(grid, h, w))
     else:
-        x = erp.to(sampling_dtype).reshape(1, b * c, h, w)
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True).to(erp.dtype)
+        out = _bilinear_gather(erp, grid, align_corners=True, wrap=False, uint8_to=uint8_to)
+        if erp.dtype.is_floating_point:
+            out = out.to(erp.dtype)
     return out.reshape(b, c, 6, face_size, face_size).transpose(1, 2).contiguous()
 
 
-def _face_table(height: int, width: int, dtype: torch.dtype) -> torch.Tensor:
-    """Face index ``[H, W]`` (long, 0-5 = F, R, B, L, U, D) of every ERP pixel in the original's table."""
+def _face_table(height: int, width: int, dtype: torch.dtype, rows: Optional[Tuple[int, int]] = None) -> torch.Tensor:
+    """Face index ``[r1 - r0, W]`` (long, 0-5 = F, R, B, L, U, D) of the ERP pixels of rows ``rows = (r0, r1)``
+    (default: all) in the original's table."""
+    r0, r1 = (0, height) if rows is None else rows
     q = width // 4
     shift = 3 * (width // 8)
     cols = torch.arange(width)
     within = torch.remainder(cols - shift, width)  # position in the un-rolled table
-    face = (within // q).clamp(max=3).view(1, width).expand(height, width).clone()
+    face = (within // q).clamp(max=3).view(1, width).expand(r1 - r0, width).clone()
     t = torch.linspace(-math.pi, math.pi, q, dtype=dtype) / 4
     top_rows = torch.round(height / 2 - torch.atan(torch.cos(t)) * height / math.pi).to(torch.long)  # [q]
-    limit = top_rows[torch.remainder(within, q)]  # [W]
-    rows = torch.arange(height).view(height, 1)
-    up = rows < limit.view(1, width)
-    face[up] = 4
-    face[torch.flip(up, [0])] = 5
+    limit = top_rows[torch.remainder(within, q)].view(1, width)  # [1, W]
+    i = torch.arange(r0, r1).view(r1 - r0, 1)
+    face[i < limit] = 4  # the rows above the limit
+    face[(height - 1 - i) < limit] = 5  # their mirror image (the table flipped upside down)
     return face
 
 
-@functools.lru_cache(maxsize=32)
-def _c2e_grid_cached(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _c2e_band_grid(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype,
+                   rows: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     # Evaluated in ``dtype`` in the original's order of operations, so that its float32 rounding (about 1e-3
-    # pixel at 768-pixel faces) and its nearest-neighbour ties are the same.
-    face = _face_table(height, width, dtype)
-    u = torch.linspace(-math.pi, math.pi, width, dtype=dtype).view(1, width).expand(height, width)
-    v = (torch.linspace(math.pi, -math.pi, height, dtype=dtype) / 2).view(height, 1).expand(height, width)
-    x = torch.zeros(height, width, dtype=dtype)
-    y = torch.zeros(height, width, dtype=dtype)
+    # pixel at 768-pixel faces) and its nearest-neighbour ties are the same. Per pixel only: a band of rows
+    # gets the rows of the whole grid.
+    r0, r1 = (0, height) if rows is None else rows
+    n = r1 - r0
+    face = _face_table(height, width, dtype, rows)
+    u = torch.linspace(-math.pi, math.pi, width, dtype=dtype).view(1, width).expand(n, width)
+    v = (torch.linspace(math.pi, -math.pi, height, dtype=dtype) / 2)[r0:r1].view(n, 1).expand(n, width)
+    x = torch.zeros(n, width, dtype=dtype)
+    y = torch.zeros(n, width, dtype=dtype)
     for k in range(4):
         m = face == k
         a = u[m] - math.pi * k / 2
@@ -150,14 +162,31 @@ def _c2e_grid_cached(height: int, width: int, face_size: int, device: torch.devi
     return torch.stack((gx, gy), dim=-1).unsqueeze(0).to(device).contiguous()
 
 
-def reference_c2e_grid(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+@functools.lru_cache(maxsize=32)
+def _c2e_grid_cached(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    from pager.geometry.cubemap import STITCH_BAND_PIXELS, stitch_bands
+
+    grid = torch.empty((1, height, width, 2), dtype=dtype, device=device)
+    for r0, r1 in stitch_bands(height, width, STITCH_BAND_PIXELS):  # no whole-image intermediates
+        grid[:, r0:r1] = _c2e_band_grid(height, width, face_size, device, dtype, (r0, r1))
+    return grid
+
+
+def reference_c2e_grid(height: int, width: int, face_size: int, device: torch.device, dtype: torch.dtype,
+                       rows: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """``grid_sample`` grid ``[1, H, W, 2]`` (``align_corners=True``) of the original's cube->ERP into the strip
     of the six one-pixel-padded faces laid side by side ``[F + 2, 6 (F + 2)]`` (see :func:`pad_faces_reference`).
-    Cached per arguments; do not modify it in place."""
+    The whole grid is cached per arguments (do not modify it in place); ``rows = (r0, r1)``: only ERP rows
+    ``r0 <= i < r1`` (``[1, r1 - r0, W, 2]``, the same values, not cached)."""
     check_reference_width(width)
     if height < 2:
         raise ValueError(f"stitching='reference' needs an ERP height >= 2, got {height}")
-    return _c2e_grid_cached(int(height), int(width), int(face_size), device, dtype)
+    if rows is None or tuple(rows) == (0, height):
+        return _c2e_grid_cached(int(height), int(width), int(face_size), device, dtype)
+    r0, r1 = int(rows[0]), int(rows[1])
+    if not 0 <= r0 < r1 <= height:
+        raise ValueError(f"rows must satisfy 0 <= first < end <= height ({height}), got {rows!r}")
+    return _c2e_band_grid(int(height), int(width), int(face_size), device, dtype, (r0, r1))
 
 
 def pad_faces_reference(cube: torch.Tensor) -> torch.Tensor:
@@ -180,15 +209,11 @@ def pad_faces_reference(cube: torch.Tensor) -> torch.Tensor:
 
 
 def reference_cubemap_to_erp(cube: torch.Tensor, height: int, width: int, mode: str, sampling_dtype: torch.dtype) -> torch.Tensor:
-    """The original's cube->ERP of ``cube [B, 6, C, F, F]`` -> ``[B, C, H, W]`` (bilinear or nearest)."""
-    b, _, c, fs, _ = cube.shape
-    device = cube.device
-    grid = reference_c2e_grid(height, width, fs, device, sampling_dtype)
-    if mode == "nearest":
-        strip = pad_faces_reference(cube)  # [B, C, F+2, 6(F+2)], original dtype
-        fp = fs + 2
-        out = strip.reshape(b * c, -1).index_select(1, _nearest_index(grid, fp, 6 * fp))
-        return out.reshape(b, c, height, width)
-    strip = pad_faces_reference(cube.to(sampling_dtype)).reshape(1, b * c, fs + 2, 6 * (fs + 2))
-    out = F.grid_sample(strip, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out.to(cube.dtype).reshape(b, c, height, width)
+    """The original's cube->ERP of ``cube [B, 6, C, F, F]`` -> ``[B, C, H, W]`` (bilinear or nearest; sampled in
+    ``sampling_dtype``, float64 for float64 cubes and float32 otherwise). Same as
+    :func:`pager.geometry.cubemap_to_erp` with ``stitching="reference"`` (large outputs band by band)."""
+    from pager.geometry.cubemap import _sampling_dtype, cubemap_to_erp
+
+    if sampling_dtype != _sampling_dtype(cube.dtype):
+        raise ValueError(f"sampling_dtype must be {_sampling_dtype(cube.dtype)} for a {cube.dtype} cube, got {sampling_dtype}")
+    return cubemap_to_erp(cube, height, width, mode=mode, stitching="reference")

@@ -45,6 +45,8 @@ __all__ = [
     "erp_seam_weights",
     "border_coverage",
     "align_log_scale",
+    "log_ratios",
+    "lower_median",
     "blend_depth",
     "blend_normals",
     "blend_masks",
@@ -117,28 +119,48 @@ def smoothstep(t: torch.Tensor) -> torch.Tensor:
     return t * t * (3.0 - 2.0 * t)
 
 
+def _erp_weights_rows(height: int, width: int, rotation: Optional[Tuple[float, ...]], power: float,
+                      rows: Tuple[int, int]) -> torch.Tensor:
+    """float64 weights ``[r1 - r0, W]`` of ERP rows ``rows``: per-pixel arithmetic on the rays of those rows only."""
+    import math
+
+    r0, r1 = rows
+    j = torch.arange(width, dtype=torch.float64)
+    i = torch.arange(r0, r1, dtype=torch.float64)
+    theta = 2.0 * math.pi * (j + 0.5) / width - math.pi  # as pager.geometry.sphere.erp_angles
+    phi = math.pi / 2.0 - math.pi * (i + 0.5) / height
+    cos_phi = torch.cos(phi).view(-1, 1)
+    d = torch.stack((cos_phi * torch.cos(theta).view(1, -1), torch.sin(phi).view(-1, 1).expand(-1, width),
+                     cos_phi * torch.sin(theta).view(1, -1)))  # [3, h, W] unit rays
+    rot = None if rotation is None else torch.tensor(rotation, dtype=torch.float64).view(3, 3)
+    return smoothstep(face_border_distance(d, rot, dim=0)) ** power
+
+
 @cached_tensors(maxsize=16)
 def _erp_weights_cached(height: int, width: int, rotation: Optional[Tuple[float, ...]], power: float,
                         device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    from pager.geometry.sphere import _directions_cached
-
-    d = _directions_cached.__wrapped__(height, width, torch.device("cpu"), torch.float64)
-    rot = None if rotation is None else torch.tensor(rotation, dtype=torch.float64).view(3, 3)
-    return (smoothstep(face_border_distance(d, rot, dim=0)) ** power).to(dtype).to(device)
+    return _erp_weights_rows(height, width, rotation, power, (0, height)).to(dtype).to(device)
 
 
 def erp_seam_weights(height: int, width: int, rotation: Optional[torch.Tensor] = None, device: DeviceLike = None,
-                     dtype: Optional[torch.dtype] = None, power: Optional[float] = None) -> torch.Tensor:
+                     dtype: Optional[torch.dtype] = None, power: Optional[float] = None,
+                     rows: Optional[Tuple[int, int]] = None) -> torch.Tensor:
     """Blend weight ``smoothstep(face_border_distance)^power`` (default :data:`SEAM_BLEND_POWER`) of every ERP
     pixel centre for a cube rotated by ``rotation`` (None: the unrotated cube): ``[H, W]``, 0 on that cube's
-    face borders, 1 at face centres. Computed in float64, cached per size, rotation, power, device and dtype."""
-    from pager.geometry.cubemap import _rotation_key
+    face borders, 1 at face centres. Computed in float64, cached per size, rotation, power, device and dtype.
+    ``rows = (r0, r1)``: only ERP rows ``r0 <= i < r1`` (``[r1 - r0, W]``, the same values; not cached, float64
+    intermediates of those rows only), for panoramas processed band by band."""
+    from pager.geometry.cubemap import _check_rows, _rotation_key
 
     if not (isinstance(height, int) and isinstance(width, int)) or height < 1 or width < 1:
         raise ValueError(f"ERP size must be positive integers, got height={height!r}, width={width!r}")
     power = float(SEAM_BLEND_POWER if power is None else power)
     if not power > 0:
         raise ValueError(f"power must be positive, got {power}")
+    r0, r1 = _check_rows(rows, height)
+    if (r0, r1) != (0, height):
+        w = _erp_weights_rows(height, width, _rotation_key(rotation), power, (r0, r1))
+        return w.to(_resolve_dtype(dtype)).to(_normalize_device(device))
     return _erp_weights_cached(height, width, _rotation_key(rotation), power, _normalize_device(device),
                                _resolve_dtype(dtype)).clone()
 
@@ -190,15 +212,37 @@ def _effective_weights(weights: torch.Tensor, masks: Optional[torch.Tensor], eps
     return torch.where(wm.sum(0, keepdim=True) > 0, wm, w.expand_as(wm))
 
 
-def align_log_scale(depths: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Scale factors ``[P, B]`` that align every pass to the first: ``exp(median(log d_0 - log d_p))`` over the
-    pixels valid (finite, > 0, and in ``masks``) in both; 1 where no pixel is. ``depths [P, B, H, W]``."""
+def log_ratios(depths: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``log d_0 - log d_p`` of passes ``depths [P, B, ...]`` at the pixels valid (finite, > 0, and in ``masks``) in
+    both, NaN elsewhere: ``[P, B, N]`` (pixels flattened). Per pixel, so bands of rows can be taken separately."""
     ok = torch.isfinite(depths) & (depths > 0)
     if masks is not None:
         ok = ok & masks
     ld = torch.log(torch.where(ok, depths, torch.ones_like(depths)))
     both = ok & ok[:1]
-    diff = torch.where(both, ld[:1] - ld, torch.full_like(ld, float("nan"))).flatten(2)
+    return torch.where(both, ld[:1] - ld, torch.full_like(ld, float("nan"))).flatten(2)
+
+
+def lower_median(values: torch.Tensor) -> torch.Tensor:
+    """Median of the non-NaN entries of a 1-D tensor as :func:`torch.nanmedian` defines it (the lower of the two
+    middle values for an even count; NaN when there is none), by partial sorting of a NaN-free copy."""
+    v = values[~torch.isnan(values)]
+    if v.numel() == 0:
+        return torch.full((), float("nan"), dtype=values.dtype, device=values.device)
+    k = (v.numel() - 1) // 2
+    if v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64):
+        import numpy as np
+
+        a = v.numpy()
+        a.partition(k)  # in place on the copy above: no index array
+        return torch.tensor(a[k], dtype=values.dtype)
+    return torch.kthvalue(v.float() if v.dtype in (torch.float16, torch.bfloat16) else v, k + 1).values.to(values.dtype)
+
+
+def align_log_scale(depths: torch.Tensor, masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Scale factors ``[P, B]`` that align every pass to the first: ``exp(median(log d_0 - log d_p))`` over the
+    pixels valid (finite, > 0, and in ``masks``) in both; 1 where no pixel is. ``depths [P, B, H, W]``."""
+    diff = log_ratios(depths, masks)
     med = torch.nanmedian(diff.float() if diff.dtype in (torch.float16, torch.bfloat16) else diff, dim=-1).values
     return torch.exp(torch.nan_to_num(med, nan=0.0)).to(depths.dtype)
 

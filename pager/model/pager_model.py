@@ -402,7 +402,9 @@ class Pager(nn.Module):
         stitching: str = "exact",
         seam_blend: bool = False,
     ) -> Dict[str, Tensor]:
-        """Predict geometry of ERP panoramas ``[B, 3, H, W]`` in [-1, 1] (any device / dtype).
+        """Predict geometry of ERP panoramas ``[B, 3, H, W]`` in [-1, 1] (any device / float dtype), or uint8
+        ``[B, 3, H, W]`` images in 0..255 (read in place: only the face pixels are converted to [-1, 1], so a large
+        panorama is never held as float; NCHW or channels-last).
 
         ``stitching``: ``"exact"`` (default; our ERP<->cube resampling, cube->ERP the exact inverse of ERP->cube)
         or ``"reference"`` (the original PaGeR code's pytorch360convert 0.2.3 resampling, to reproduce its
@@ -422,16 +424,23 @@ class Pager(nn.Module):
         - ``"depth_mask"`` ``[B, H, W]`` bool: depth strictly inside the range (not saturated at
           ``0.99 max_depth`` / ``1.01 min_depth``) and finite; never multiplied into ``"depth"``;
         - ``"depth_values"`` ``[B, H, W]``: the raw network output in [-1, 1];
-        - ``"normals"`` ``[B, 3, H, W]``: unit vectors in PaGeR's world frame (x forward, y up, z right);
+        - ``"normals"`` ``[B, 3, H, W]``: unit vectors in PaGeR's world frame (x forward, y up, z right), stored
+          channels-last (``normals.permute(0, 2, 3, 1)`` is contiguous);
         - ``"normals_mask"`` ``[B, H, W]`` bool: finite with a non-degenerate length before normalisation.
+
+        Memory: the outputs are allocated once and filled band by band of ERP rows
+        (:func:`pager.geometry.cubemap.stitch_bands`): cube->ERP resampling, depth decoding, normalisation and
+        seam blending never hold more than one band of full-size intermediates (``seam_blend`` also keeps each
+        pass's depth, 5 bytes per pixel and pass, for the global scale alignment).
         """
-        from pager.geometry.cubemap import check_stitching, cubemap_to_erp, erp_to_cubemap
-        from pager.geometry.depth_encoding import VALID_MAX_FACTOR, VALID_MIN_FACTOR, decode_depth
+        from pager.geometry.cubemap import check_stitching, erp_to_cubemap, stitch_bands
 
         if rgb_erp.dim() == 3:
             rgb_erp = rgb_erp.unsqueeze(0)
         if rgb_erp.dim() != 4 or rgb_erp.shape[1] != 3:
             raise ValueError(f"predict expects rgb_erp [B, 3, H, W], got {tuple(rgb_erp.shape)}")
+        if not (rgb_erp.dtype.is_floating_point or rgb_erp.dtype == torch.uint8):
+            raise ValueError(f"predict expects float rgb_erp in [-1, 1] or uint8 in 0..255, got {rgb_erp.dtype}")
         modalities = list(self.modalities if modalities is None else modalities)
         modalities = [self._check_modality(m) for m in modalities]
         face_size = int(self.default_face_size if face_size is None else face_size)  # 0 is an error, not "default"
@@ -443,61 +452,121 @@ class Pager(nn.Module):
         if seam_blend and stitching != "exact":
             raise ValueError("seam_blend needs stitching='exact' (the reference stitching cannot resample a rotated cube)")
         device = self.device
-        erp = rgb_erp.to(device=device, dtype=torch.float32)
+        if rgb_erp.dtype == torch.uint8:
+            erp = rgb_erp.to(device=device)  # sampled in place; the faces are mapped to [-1, 1] below
+        else:
+            erp = rgb_erp.to(device=device, dtype=torch.float32)
         rotations = [None]
         if seam_blend:
             from pager.geometry.seam_blend import SEAM_BLEND_ROTATION
 
             rotations.append(SEAM_BLEND_ROTATION)
         # every pass's cubes in one batch: [P * B, 6, 3, F, F] (pass-major)
-        faces = torch.cat([erp_to_cubemap(erp, face_size, mode="bilinear", stitching=stitching, rotation=r)
+        # a uint8 panorama: the values read are mapped as the float path's (rgb / 255) * 2 - 1, bit for bit
+        to = (-1.0, 1.0) if erp.dtype == torch.uint8 else None
+        faces = torch.cat([erp_to_cubemap(erp, face_size, mode="bilinear", stitching=stitching, rotation=r, uint8_to=to)
                            for r in rotations])
+        del erp
         latent = self.encode_rgb(faces.flatten(0, 1).to(self.dtype))
+        del faces
+        bands = stitch_bands(out_h, out_w)
         out: Dict[str, Tensor] = {}
         for modality in modalities:
-            cfg = self.configs[modality]
             decoded = self.decode(self.predict_latent(modality, latent)).float().unflatten(0, (len(rotations) * b, FACES))
-            passes = []
-            for k, rot in enumerate(rotations):
-                cube = decoded[k * b:(k + 1) * b]
-                if modality == "depth":
-                    values = cubemap_to_erp(cube.mean(dim=2, keepdim=True), out_h, out_w, mode="bilinear", stitching=stitching,
-                                            rotation=rot)
-                    values = values[:, 0].clamp(-1.0, 1.0)
-                    depth = decode_depth(values, cfg.min_depth, cfg.max_depth, log_scale=cfg.log_scale).float()
-                    mask = (torch.isfinite(depth) & (depth < VALID_MAX_FACTOR * cfg.max_depth)
-                            & (depth > VALID_MIN_FACTOR * cfg.min_depth))
-                    passes.append({"depth": depth, "depth_values": values, "depth_mask": mask})
-                else:
-                    erp_n = cubemap_to_erp(cube, out_h, out_w, mode="bilinear", stitching=stitching,
-                                            rotation=rot).clamp(-1.0, 1.0)
-                    norm = erp_n.norm(dim=1, keepdim=True)
-                    normals = erp_n / norm.clamp_min(1e-6)
-                    if cfg.normals_frame == "reference":
-                        normals = normals * normals.new_tensor([1.0, 1.0, -1.0]).view(1, 3, 1, 1)
-                    mask = torch.isfinite(normals).all(dim=1) & (norm[:, 0] > 1e-3)
-                    passes.append({"normals": normals, "normals_mask": mask})
-            out.update(passes[0] if len(passes) == 1 else self._blend_passes(modality, passes, rotations, (out_h, out_w)))
+            cubes = decoded.mean(dim=2, keepdim=True) if modality == "depth" else decoded
+            cubes = [cubes[k * b:(k + 1) * b] for k in range(len(rotations))]
+            if modality == "depth":
+                res = {"depth": torch.empty(b, out_h, out_w, device=device),
+                       "depth_values": torch.empty(b, out_h, out_w, device=device),
+                       "depth_mask": torch.empty(b, out_h, out_w, dtype=torch.bool, device=device)}
+            else:
+                res = {"normals": torch.empty(b, out_h, out_w, 3, device=device).permute(0, 3, 1, 2),
+                       "normals_mask": torch.empty(b, out_h, out_w, dtype=torch.bool, device=device)}
+            if len(rotations) == 1:
+                for rows in bands:
+                    for key, value in self._stitch_rows(modality, cubes[0], None, (out_h, out_w), stitching, rows).items():
+                        res[key][..., rows[0]:rows[1], :] = value
+            else:
+                self._blend_passes(modality, cubes, rotations, (out_h, out_w), bands, res)
+            out.update(res)
         return out
 
-    def _blend_passes(self, modality: str, passes: Sequence[Dict[str, Tensor]], rotations: Sequence[Optional[Tensor]],
-                      size: Tuple[int, int]) -> Dict[str, Tensor]:
-        """Blend the ERP outputs of the cube passes (``seam_blend``), see :mod:`pager.geometry.seam_blend`."""
-        from pager.geometry.depth_encoding import encode_depth
-        from pager.geometry.seam_blend import blend_depth, blend_masks, blend_normals, erp_seam_weights
+    def _stitch_rows(self, modality: str, cube: Tensor, rotation: Optional[Tensor], size: Tuple[int, int],
+                     stitching: str, rows: Tuple[int, int]) -> Dict[str, Tensor]:
+        """One pass's outputs on ERP rows ``rows`` from its cube (depth: the channel mean ``[B, 6, 1, F, F]``)."""
+        from pager.geometry.cubemap import cubemap_to_erp
+        from pager.geometry.depth_encoding import VALID_MAX_FACTOR, VALID_MIN_FACTOR, decode_depth
 
         cfg = self.configs[modality]
-        weights = torch.stack([erp_seam_weights(size[0], size[1], r, device=self.device, dtype=torch.float32) for r in rotations])
-        key = "depth" if modality == "depth" else "normals"
-        masks = torch.stack([p[f"{key}_mask"] for p in passes])
-        mask = blend_masks(masks, weights)
+        erp = cubemap_to_erp(cube, size[0], size[1], mode="bilinear", stitching=stitching, rotation=rotation, rows=rows)
         if modality == "depth":
-            depth = blend_depth(torch.stack([p["depth"] for p in passes]), weights, masks, align=not cfg.metric_depth)
-            depth = depth.clamp(cfg.min_depth, cfg.max_depth)
-            values = encode_depth(depth, cfg.min_depth, cfg.max_depth, log_scale=cfg.log_scale)
-            return {"depth": depth, "depth_values": values, "depth_mask": mask & torch.isfinite(depth)}
-        normals = blend_normals(torch.stack([p["normals"] for p in passes]), weights, masks, rotations=rotations)
-        return {"normals": normals, "normals_mask": mask & (normals.norm(dim=1) > 0.5)}
+            values = erp[:, 0].clamp(-1.0, 1.0)
+            depth = decode_depth(values, cfg.min_depth, cfg.max_depth, log_scale=cfg.log_scale).float()
+            mask = (torch.isfinite(depth) & (depth < VALID_MAX_FACTOR * cfg.max_depth)
+                    & (depth > VALID_MIN_FACTOR * cfg.min_depth))
+            return {"depth": depth, "depth_values": values, "depth_mask": mask}
+        erp_n = erp.clamp(-1.0, 1.0)
+        norm = erp_n.norm(dim=1, keepdim=True)
+        normals = erp_n / norm.clamp_min(1e-6)
+        if cfg.normals_frame == "reference":
+            normals = normals * normals.new_tensor([1.0, 1.0, -1.0]).view(1, 3, 1, 1)
+        mask = torch.isfinite(normals).all(dim=1) & (norm[:, 0] > 1e-3)
+        return {"normals": normals, "normals_mask": mask}
+
+    def _blend_passes(self, modality: str, cubes: Sequence[Tensor], rotations: Sequence[Optional[Tensor]],
+                      size: Tuple[int, int], bands: Sequence[Tuple[int, int]], res: Dict[str, Tensor]) -> None:
+        """Blend the cube passes (``seam_blend``) band by band into the outputs ``res``, see
+        :mod:`pager.geometry.seam_blend`. Relative depth needs the median log ratio of the passes over the whole
+        panorama first: a first sweep keeps every pass's depth and mask (and the valid log ratios) for it."""
+        from pager.geometry.depth_encoding import encode_depth
+        from pager.geometry.seam_blend import blend_depth, blend_masks, blend_normals, erp_seam_weights, log_ratios, lower_median
+
+        cfg = self.configs[modality]
+        key = "depth" if modality == "depth" else "normals"
+        p, b = len(rotations), cubes[0].shape[0]
+
+        def weights(rows: Tuple[int, int]) -> Tensor:
+            return torch.stack([erp_seam_weights(size[0], size[1], r, device=self.device, dtype=torch.float32, rows=rows)
+                                for r in rotations])
+
+        if modality != "depth":
+            for rows in bands:
+                passes = [self._stitch_rows(modality, c, r, size, "exact", rows) for c, r in zip(cubes, rotations)]
+                w = weights(rows)
+                masks = torch.stack([q["normals_mask"] for q in passes])
+                mask = blend_masks(masks, w)
+                normals = blend_normals(torch.stack([q["normals"] for q in passes]), w, masks, rotations=rotations)
+                res["normals"][..., rows[0]:rows[1], :] = normals
+                res["normals_mask"][..., rows[0]:rows[1], :] = mask & (normals.norm(dim=1) > 0.5)
+            return
+        depths = torch.empty(p, b, size[0], size[1], device=self.device)
+        masks = torch.empty(p, b, size[0], size[1], dtype=torch.bool, device=self.device)
+        ratios = [[[] for _ in range(b)] for _ in range(p)]
+        for rows in bands:
+            passes = [self._stitch_rows(modality, c, r, size, "exact", rows) for c, r in zip(cubes, rotations)]
+            d = torch.stack([q["depth"] for q in passes])
+            m = torch.stack([q["depth_mask"] for q in passes])
+            depths[..., rows[0]:rows[1], :], masks[..., rows[0]:rows[1], :] = d, m
+            if not cfg.metric_depth:
+                diff = log_ratios(d, m)
+                for i in range(1, p):
+                    for j in range(b):
+                        ratios[i][j].append(diff[i, j][~torch.isnan(diff[i, j])])
+        scale = torch.ones(p, b, device=self.device)
+        if not cfg.metric_depth:  # align_log_scale over the whole panorama: exp(median log ratio), 1 when none
+            for i in range(1, p):
+                for j in range(b):
+                    med = lower_median(torch.cat(ratios[i][j])) if ratios[i][j] else torch.tensor(float("nan"))
+                    ratios[i][j] = []
+                    scale[i, j] = torch.exp(torch.nan_to_num(med, nan=0.0))
+        for rows in bands:
+            sl = (..., slice(rows[0], rows[1]), slice(None))
+            w = weights(rows)
+            m = masks[sl]
+            depth = blend_depth(depths[sl] * scale[:, :, None, None], w, m, align=False).clamp(cfg.min_depth, cfg.max_depth)
+            res["depth"][sl] = depth
+            res["depth_values"][sl] = encode_depth(depth, cfg.min_depth, cfg.max_depth, log_scale=cfg.log_scale)
+            res["depth_mask"][sl] = blend_masks(m, w) & torch.isfinite(depth)
 
     # ---------------------------------------------------------------------------------------------
     # construction
