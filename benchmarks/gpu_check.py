@@ -10,7 +10,8 @@ Steps (each row of the final table):
    ``tests/test_reference_fidelity.py``.
 2. ``infer``: the released size (faces of 768 px, 2048x1024 output) of the full SD-2 architecture with random
    weights (speed does not depend on the values), fp32 / fp16 / bf16, eager and ``torch.compile``: seconds per
-   panorama (median of ``--repeats`` after warm-up; compile time reported separately) and peak memory.
+   panorama (median of ``--repeats`` after warm-up; compile time reported separately) and peak memory; eager
+   also with the exact tiled VAE decoder (``Pager.enable_tiled_decoding``, "tiled").
 3. ``attention``: the bf16 eager run with the xformers backend, when xformers imports.
 4. ``train``: seconds per training step (forward through VAE encoder, UNet and decoder, loss, backward into the
    UNet, AdamW) at ``--train_face`` px, bf16 autocast, and its peak memory.
@@ -199,13 +200,15 @@ def inference(args: argparse.Namespace, device: Any) -> None:
     for dtype_name in args.dtypes:
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]
         model.to(dtype=dtype)
-        for comp in ([False, True] if dtype_name in args.compile_dtypes else [False]):
-            cfg = f"face {fs} {dtype_name}{' compile' if comp else ''}"
+        variants = [(False, False), (False, True)] + ([(True, False)] if dtype_name in args.compile_dtypes else [])
+        for comp, tiled in variants:
+            cfg = f"face {fs} {dtype_name}{' compile' if comp else ''}{' tiled' if tiled else ''}"
             if time.perf_counter() - T0 > args.budget_s:
                 row("infer", cfg, note="skipped: time budget spent")
                 continue
             try:
                 extra = ""
+                model.enable_tiled_decoding(tiled)
                 if comp:
                     model.optimize(compile=True)
                     t = time.perf_counter()
@@ -222,6 +225,7 @@ def inference(args: argparse.Namespace, device: Any) -> None:
             except Exception as exc:  # report and go on: one failing configuration must not hide the others
                 row("infer", cfg, note=f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
             finally:
+                model.enable_tiled_decoding(False)
                 if comp:
                     uncompile(model)
                     torch._dynamo.reset()

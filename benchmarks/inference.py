@@ -93,6 +93,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         model = build_model(spec["model"], tmp, spec.get("panorama_layers", True)).to(device=device, dtype=dtype)
+        model.enable_tiled_decoding(bool(spec.get("tiled_decoding")))
         build_s = time.perf_counter() - t0
         rss_model = rss_mb()
         x = torch.rand(1, 3, 512, 1024, device=device) * 2 - 1
@@ -238,6 +239,7 @@ def compare_plain(args: argparse.Namespace) -> int:
         for name, m in models.items():
             if args.channels_last or args.compile:
                 m.optimize(channels_last=args.channels_last, compile=args.compile)
+            m.enable_tiled_decoding(args.tiled_decoding)
         for fs in args.face_sizes:
             x = torch.rand(1, 3, fs * 2, fs * 4, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
             times: Dict[str, List[float]] = {"ours": [], "plain": []}
@@ -355,6 +357,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="with --compare_plain: torch.profiler table by operator")
     parser.add_argument("--channels_last", action="store_true", help="with --compare_plain: channels_last memory format")
     parser.add_argument("--compile", action="store_true", help="with --compare_plain: torch.compile the networks")
+    parser.add_argument("--tiled_decoding", action="store_true",
+                        help="exact low-memory VAE decoding in bands of rows (Pager.enable_tiled_decoding; with "
+                             "--compare_plain for both models)")
     args = parser.parse_args()
     if args.smoke:
         args.models, args.face_sizes, args.dtypes, args.repeats, args.warmup, args.threads = ["tiny"], [32], ["fp32"], 1, 0, 1
@@ -379,7 +384,7 @@ def main() -> int:
             for fs in args.face_sizes:
                 for dt in args.dtypes:
                     specs.append(dict(model=model, face_size=fs, dtype=dt, device=args.device, repeats=args.repeats,
-                                      warmup=args.warmup, threads=args.threads))
+                                      warmup=args.warmup, threads=args.threads, tiled_decoding=args.tiled_decoding))
     import platform
 
     print(f"PaGeR inference, one 1024x512 panorama, device={args.device}, python {platform.python_version()}, "
