@@ -215,3 +215,31 @@ def test_api_face_size_zero_is_an_error_not_the_default():
             model.predict(torch.zeros(1, 3, 16, 32), face_size=0)
         with pytest.raises(ValueError, match="face_size"):
             PagerPipeline(model)(np.zeros((16, 32, 3), np.uint8), face_size=0, show_progress=False)
+
+
+#: Commands whose option of a model-option name means something else by design (the original scripts' interface).
+MODEL_OPTION_EXCEPTIONS = {
+    ("generate_point_cloud.py", "checkpoint_path"), ("pager pointcloud", "checkpoint_path"),  # one checkpoint for IMAGE
+    ("app.py", "checkpoint_path"), ("pager app", "checkpoint_path"),  # one checkpoint (+ --normals_checkpoint_path)
+    ("app.py", "seam_blend"), ("pager app", "seam_blend"),  # the initial state of a tick box
+}
+
+
+def _declaration(action: argparse.Action):
+    return (tuple(sorted(action.option_strings)), type(action).__name__, action.nargs, action.default,
+            tuple(action.choices) if action.choices else None, getattr(action.type, "__name__", action.type))
+
+
+@pytest.mark.parametrize("name,parser", PARSERS, ids=PARSER_IDS)
+def test_model_options_are_declared_once(name, parser):
+    """Every command that runs the model declares --checkpoint_path, --variant, --face_size, --dtype, ... as
+    pager.cli.common.add_model_options does (same spellings, type, default, choices), so they cannot drift."""
+    from pager.cli.common import MODEL_OPTIONS, add_model_options
+
+    reference = finalize_parser(add_model_options(argparse.ArgumentParser(prog="reference")))
+    ref = {a.dest: a for a in _options(reference)}
+    for action in _options(parser):
+        if action.dest in MODEL_OPTIONS and (name, action.dest) not in MODEL_OPTION_EXCEPTIONS:
+            if action.help is argparse.SUPPRESS or action.default is argparse.SUPPRESS:
+                continue  # config-file overrides of inference.py / train.py (OmegaConf keys; the YAML gives the default)
+            assert _declaration(action) == _declaration(ref[action.dest]), (name, action.dest)

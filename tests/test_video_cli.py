@@ -94,9 +94,11 @@ def run_video(clip, out, tiny, *extra):
     return main(["video", str(clip), "--out", str(out), "--checkpoint_path", *tiny, "--no_progress", *extra])
 
 
-def test_outputs_of_an_mp4(clip, tiny, tmp_path):
+@pytest.mark.parametrize("filt", [[], ["--temporal_filter", "0.5"], ["--temporal_filter", "0.5", "--causal_filter"]],
+                         ids=["no filter", "two-sided filter", "causal filter"])
+def test_outputs_of_an_mp4(clip, tiny, tmp_path, filt):
     out = tmp_path / "out"
-    assert run_video(clip, out, tiny, "--depth_png", "--pointcloud_every", "2", "--batch_size", "2") == 0
+    assert run_video(clip, out, tiny, "--depth_png", "--pointcloud_every", "2", "--batch_size", "2", *filt) == 0
     depth = np.load(out / "depth.npy", mmap_mode="r")
     assert depth.shape == (N, H, W) and depth.dtype == np.float32
     assert np.load(out / "normals.npy", mmap_mode="r").shape == (N, H, W, 3)
@@ -110,6 +112,14 @@ def test_outputs_of_an_mp4(clip, tiny, tmp_path):
     assert info["complete"] and info["done"] == N and len(info["scale"]) == N and info["scale"][0] == 1.0
     assert info["settings"]["options"]["pipeline_kwargs"] == {"stitching": "exact", "seam_blend": False}
     assert not list(out.glob(".*tmp*"))
+    assert not list(out.glob(".*.npy"))  # the two-sided filter's working arrays are gone
+    # the 16-bit PNGs hold the final depth (after the two-sided filter's backward pass)
+    from pager.data.readers._io import read_png16
+
+    mask = np.load(out / "depth_mask.npy")
+    for k in range(N):
+        png = read_png16(out / "depth16" / f"{k:06d}.png").astype(np.float64)
+        np.testing.assert_allclose(png[mask[k]], np.round(depth[k][mask[k]] * 1000.0).clip(0, 65535), atol=1)
 
 
 def test_resume_after_an_interruption_gives_the_same_result(clip, tiny, tmp_path, monkeypatch, capsys):

@@ -15,18 +15,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="checkpoint folder or hub id (depth or normals); default: the embedded default model")
     parser.add_argument("--normals_checkpoint_path", default=None,
                         help="a second checkpoint for normals when --checkpoint_path is a depth model")
-    parser.add_argument("--enable_xformers", action="store_true", help="memory-efficient attention (CUDA)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "fp32", "float16", "fp16", "bfloat16", "bf16"),
-                        help="fast path: float16/bfloat16 on GPUs (bfloat16 on CPUs with AVX512-BF16/AMX)")
-    parser.add_argument("--channels_last", action="store_true", help="fast path: channels_last memory layout")
-    parser.add_argument("--compile", action="store_true", help="fast path: torch.compile the networks (the first request compiles)")
-    parser.add_argument("--tiled_decoding", action="store_true",
-                        help="fast path: exact low-memory VAE decoding in bands of rows (panorama-wide GroupNorm statistics first; same output)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    from pager.cli.common import add_model_options
+
+    add_model_options(parser, ("enable_xformers", "dtype", "channels_last", "compile", "tiled_decoding", "device", "face_size"))
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max_height", type=int, default=1024, help="downscale larger panoramas to this height")
-    parser.add_argument("--face_size", type=int, default=None, help="cube face size (default: the checkpoint's)")
     parser.add_argument("--seam_blend", action="store_true",
                         help="tick 'hide cube seams' by default (a second, blended pass; about 2x time)")
     parser.add_argument("--max_file_mb", type=float, default=50.0, help="largest accepted upload in MB")

@@ -10,6 +10,10 @@
   error names the option before any model is loaded.
 
 :func:`apply_common_options` applies ``--threads`` and the logging level after parsing.
+
+:func:`add_model_options` declares the options that load and run the model (``--checkpoint_path``,
+``--variant``, ``--face_size``, ``--dtype``, ``--device``, ...) once, for every command that runs the
+pipeline (``pager predict``, ``pager video``, ``pager pointcloud``, the app), so that they cannot drift apart.
 """
 from __future__ import annotations
 
@@ -23,6 +27,68 @@ logger = logging.getLogger(__name__)
 
 #: Option destinations whose value is a torch device.
 DEVICE_OPTIONS = ("device",)
+
+#: Spellings accepted by ``--dtype`` (as ``PagerPipeline.from_pretrained(torch_dtype=...)``).
+DTYPE_CHOICES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
+
+
+def _model_option_specs(unit: str) -> dict:
+    """``name -> (flags, add_argument keywords)`` of the model options (see :func:`add_model_options`)."""
+    from pager.geometry import STITCHING_MODES
+
+    return {
+        "checkpoint_path": (("--checkpoint_path",), dict(
+            nargs="+", default=None,
+            help="checkpoint folder(s) or Hugging Face repo id(s); default: the embedded default model")),
+        "modalities": (("--modalities",), dict(
+            nargs="+", default=None, choices=("depth", "normals", "normal"),
+            help="what to predict (default: every modality of the loaded checkpoints)")),
+        "variant": (("--variant",), dict(default=None, choices=("EMA", "original"),
+                                         help="UNet variant of a training checkpoint")),
+        "face_size": (("--face_size",), dict(type=int, default=None,
+                                             help="cube face size in pixels (default: the checkpoint's)")),
+        "output_height": (("--output_height",), dict(type=int, default=None,
+                                                     help="output ERP height (default: the input's)")),
+        "batch_size": (("--batch_size",), dict(type=int, default=1, help=f"{unit} per forward pass")),
+        "stitching": (("--stitching",), dict(
+            default="exact", choices=STITCHING_MODES,
+            help="ERP<->cube resampling: exact (default) or reference (the original project's, to reproduce its "
+                 "published numbers; output widths must be multiples of 4)")),
+        "seam_blend": (("--seam_blend",), dict(
+            action="store_true",
+            help="hide cube face borders: a second pass on a cube turned by 45 deg, blended (about 2x time)")),
+        "device": (("--device",), dict(default=None, help="cpu, cuda, cuda:1, mps (default: best available)")),
+        "dtype": (("--dtype",), dict(default="float32", choices=DTYPE_CHOICES,
+                                     help="fast path: float16/bfloat16 on GPUs (bfloat16 on CPUs with AVX512-BF16/AMX)")),
+        "enable_xformers": (("--enable_xformers",), dict(
+            action="store_true", help="xformers attention (falls back to SDPA with a warning)")),
+        "channels_last": (("--channels_last",), dict(action="store_true", help="fast path: channels_last memory layout")),
+        "compile": (("--compile",), dict(action="store_true",
+                                         help="fast path: torch.compile the networks (the first batch compiles)")),
+        "tiled_decoding": (("--tiled_decoding",), dict(
+            action="store_true", help="fast path: exact low-memory VAE decoding in bands of rows (panorama-wide "
+                                      "GroupNorm statistics first; same output)")),
+        "allow_pickle": (("--allow_pickle",), dict(
+            action="store_true", help="also load .bin pickle weights (only if you trust them)")),
+    }
+
+
+#: Every model option of :func:`add_model_options`, in ``--help`` order.
+MODEL_OPTIONS = ("checkpoint_path", "modalities", "variant", "face_size", "output_height", "batch_size", "stitching",
+                 "seam_blend", "device", "dtype", "enable_xformers", "channels_last", "compile", "tiled_decoding", "allow_pickle")
+
+
+def add_model_options(parser: Any, names: Any = MODEL_OPTIONS, unit: str = "panoramas") -> Any:
+    """Declare the model options ``names`` (a subset of :data:`MODEL_OPTIONS`) on ``parser`` (a parser or an
+    argument group); ``unit`` names what ``--batch_size`` counts. Returns ``parser``."""
+    specs = _model_option_specs(unit)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise ValueError(f"add_model_options: unknown option(s) {unknown}; known: {list(MODEL_OPTIONS)}")
+    for name in names:
+        flags, kwargs = specs[name]
+        parser.add_argument(*flags, **kwargs)
+    return parser
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -46,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> Tuple[argparse.ArgumentPar
         parser.add_argument("--config", "--configs", dest="config", default=None,
                             help="YAML config file (default: the packaged configs/inference.yaml)")
     add_config_arguments(parser, template, kind="inference")
-    parser.add_argument("--variant", default=None, choices=("EMA", "original"), help="UNet variant of a training checkpoint")
-    parser.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
+    from pager.cli.common import add_model_options
+
+    add_model_options(parser, ("variant", "allow_pickle"))
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--max_samples", type=int, default=None, help="stop after this many samples (quick checks)")

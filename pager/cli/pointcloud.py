@@ -82,10 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--normals_checkpoint_path", default=None,
                         help="a separate normals checkpoint for IMAGE (needed for --color_modality normals "
                              "unless --checkpoint_path provides normals)")
-    parser.add_argument("--enable_xformers", action="store_true", help="memory-efficient attention (CUDA)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    parser.add_argument("--face_size", type=int, default=None, help="cube face size (default: the checkpoint's)")
-    parser.add_argument("--output_height", type=int, default=None, help="ERP output height (default: the input's)")
+    from pager.cli.common import add_model_options
+
+    add_model_options(parser, ("enable_xformers", "device", "face_size", "output_height"))
     return parser
 
 

@@ -31,29 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register ``pager predict``'s arguments on ``parser``."""
     parser.add_argument("inputs", nargs="+", help="panorama files and/or folders of panoramas")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--checkpoint_path", nargs="+", default=None,
-                        help="checkpoint folder(s) or Hugging Face repo id(s); default: the embedded default model")
-    parser.add_argument("--modalities", nargs="+", default=None, choices=("depth", "normals", "normal"),
-                        help="what to predict (default: every modality of the loaded checkpoints)")
-    parser.add_argument("--variant", default=None, choices=("EMA", "original"), help="UNet variant of a training checkpoint")
-    parser.add_argument("--face_size", type=int, default=None, help="cube face size in pixels (default: the checkpoint's)")
-    parser.add_argument("--output_height", type=int, default=None, help="ERP output height (default: each input's)")
-    parser.add_argument("--batch_size", type=int, default=1, help="panoramas per forward pass")
-    parser.add_argument("--seam_blend", action="store_true",
-                        help="hide cube face borders: a second pass on a cube turned by 45 deg, blended (about 2x time)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "fp32", "float16", "fp16", "bfloat16", "bf16"))
-    parser.add_argument("--enable_xformers", action="store_true", help="xformers attention (falls back to SDPA with a warning)")
-    parser.add_argument("--channels_last", action="store_true", help="fast path: channels_last memory layout")
-    parser.add_argument("--compile", action="store_true", help="fast path: torch.compile the networks (the first batch compiles)")
-    parser.add_argument("--tiled_decoding", action="store_true",
-                        help="fast path: exact low-memory VAE decoding in bands of rows (panorama-wide GroupNorm statistics first; same output)")
-    parser.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
+    from pager.cli.common import add_model_options
+
+    add_model_options(parser, unit="panoramas")
     parser.add_argument("--depth_scale", type=float, default=1000.0,
                         help="16-bit PNG steps per depth unit (default 1000: millimetres for metric models)")
-    parser.add_argument("--stitching", default="exact", choices=("exact", "reference"),
-                        help="ERP<->cube resampling: exact (default) or reference (the original project's, to "
-                             "reproduce its published numbers; output widths must be multiples of 4)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--normalize_input", action="store_true",
                         help="map float images with values outside [0, 1] (float TIFF, HDR/EXR) linearly to [0, 1] "

@@ -4,7 +4,8 @@ INPUT is a video file (mp4, mov, webm, mkv, avi; decoded with PyAV: ``pip instal
 folder of frames or a quoted glob pattern (``'frames/*_rgb.png'``), in frame order by file name.
 Relative-depth models get one scale for the whole sequence (robust alignment of each frame's log depth
 to the previous frames, see :mod:`pager.video.consistency`); ``--temporal_filter A`` adds an edge-aware
-temporal filter; metric models keep metres. Outputs (see :mod:`pager.video.process`): ``depth.mp4`` and
+temporal filter along the camera motion estimated between frames (:mod:`pager.video.motion`), two-sided
+unless ``--causal_filter``; metric models keep metres. Outputs (see :mod:`pager.video.process`): ``depth.mp4`` and
 ``normals.mp4`` (colour-mapped, at the input frame rate divided by ``--stride``), ``depth.npy`` /
 ``depth_mask.npy`` / ``normals.npy`` (memory-mapped arrays of the whole sequence), optional 16-bit depth
 PNGs (``--depth_png``) and point clouds (``--pointcloud_every N``), and ``video.json``.
@@ -34,42 +35,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Register ``pager video``'s arguments on ``parser``."""
     parser.add_argument("input", help="video file, folder of frames, or quoted glob pattern of frames")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--checkpoint_path", nargs="+", default=None,
-                        help="checkpoint folder(s) or Hugging Face repo id(s); default: the embedded default model")
-    parser.add_argument("--modalities", nargs="+", default=None, choices=("depth", "normals", "normal"),
-                        help="what to predict (default: every modality of the loaded checkpoints)")
-    parser.add_argument("--variant", default=None, choices=("EMA", "original"), help="UNet variant of a training checkpoint")
     sel = parser.add_argument_group("frames")
     sel.add_argument("--start", type=int, default=0, help="first input frame (0-based)")
     sel.add_argument("--end", type=int, default=None, help="stop before this input frame (default: the last)")
     sel.add_argument("--stride", type=int, default=1, help="process every N-th frame")
     sel.add_argument("--fps", type=float, default=None, help="frame rate of an image sequence (default 10); overrides a video's")
-    run = parser.add_argument_group("model")
-    run.add_argument("--batch_size", type=int, default=1, help="frames per forward pass")
-    run.add_argument("--face_size", type=int, default=None, help="cube face size in pixels (default: the checkpoint's)")
-    run.add_argument("--output_height", type=int, default=None, help="output ERP height (default: the input's)")
-    run.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    run.add_argument("--dtype", default="float32", choices=("float32", "fp32", "float16", "fp16", "bfloat16", "bf16"))
-    run.add_argument("--enable_xformers", action="store_true", help="xformers attention (falls back to SDPA with a warning)")
-    run.add_argument("--tiled_decoding", action="store_true",
-                     help="fast path: exact low-memory VAE decoding in bands of rows (panorama-wide GroupNorm statistics first; same output)")
-    run.add_argument("--allow_pickle", action="store_true", help="also load .bin pickle weights (only if you trust them)")
-    from pager.geometry import STITCHING_MODES
+    from pager.cli.common import add_model_options
 
-    run.add_argument("--stitching", default="exact", choices=STITCHING_MODES,
-                     help="ERP<->cube resampling: exact (default) or reference (the original project's; output widths "
-                          "must be multiples of 4), as in pager predict")
-    run.add_argument("--seam_blend", action="store_true",
-                     help="hide cube face borders: a second pass on a cube turned by 45 deg, blended (about 2x time), "
-                          "as in pager predict")
+    add_model_options(parser.add_argument_group("model"), unit="frames")
     tc = parser.add_argument_group("temporal consistency")
     tc.add_argument("--alignment", choices=("auto", "none"), default="auto",
                     help="auto: one scale for the whole sequence for relative-depth models (metric ones keep metres); "
                          "none: every frame on its own")
     tc.add_argument("--temporal_filter", type=float, default=0.0, metavar="A",
-                    help="strength in [0, 1) of the edge-aware temporal filter (0 = off)")
+                    help="strength in [0, 1) of the edge-aware temporal filter (0 = off); two-sided (forward and "
+                         "backward along the sequence) unless --causal_filter")
+    tc.add_argument("--causal_filter", action="store_true",
+                    help="filter forward only: each frame is final when it is predicted (streaming), but the "
+                         "filtered depth lags behind a steadily changing prediction")
     tc.add_argument("--tau", type=float, default=0.05, help="agreement scale of alignment and filter in log depth (0.05 ~ 5%%)")
-    tc.add_argument("--no_motion_compensation", action="store_true", help="do not estimate the camera's yaw turn between frames")
+    tc.add_argument("--motion_compensation", choices=("pose", "yaw", "none"), default="pose",
+                    help="how the previous frames are carried into the current one for the alignment and the filter: "
+                         "pose (the camera's rotation and translation, estimated from the images and depth), yaw (the "
+                         "turn about the vertical only), none (same pixel)")
+    tc.add_argument("--no_motion_compensation", dest="motion_compensation", action="store_const", const="none",
+                    help="same as --motion_compensation none")
     out = parser.add_argument_group("outputs")
     out.add_argument("--depth_png", action="store_true", help="also write depth16/<frame>.png (16-bit)")
     out.add_argument("--depth_scale", type=float, default=1000.0, help="16-bit PNG steps per depth unit (default 1000: mm)")
@@ -134,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     opts = VideoOptions(
         modalities=tuple(mods), batch_size=args.batch_size, face_size=args.face_size, output_height=args.output_height,
         alignment=args.alignment, filter_strength=args.temporal_filter, tau=args.tau,
-        motion_compensation=not args.no_motion_compensation, depth_png=args.depth_png, depth_scale=args.depth_scale,
+        motion_compensation=args.motion_compensation, causal_filter=args.causal_filter, depth_png=args.depth_png, depth_scale=args.depth_scale,
         pointcloud_every=args.pointcloud_every, pointcloud_format=args.pointcloud_format, videos=not args.no_video,
         keep_arrays=not args.no_arrays, video_ext=f".{args.video_format}", pipeline_kwargs=passthrough,
     )
@@ -157,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
 
     pipe = PagerPipeline.from_pretrained(ckpt, variant=args.variant, torch_dtype=args.dtype, device=args.device,
                                          allow_pickle=args.allow_pickle, enable_xformers=args.enable_xformers)
+    pipe.model.optimize(channels_last=args.channels_last, compile=args.compile)
     pipe.model.enable_tiled_decoding(args.tiled_decoding)
     info = process_video(pipe, source, out_dir, opts, done=done, checkpoint=checkpoint, progress=not args.no_progress)
     fps = info.get("frames_per_second")

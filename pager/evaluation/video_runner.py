@@ -80,14 +80,15 @@ def predict_sequence(pipe: Any, seq: Any, batch_size: int = 4) -> Dict[str, np.n
     return {"depth": np.concatenate(depth), "depth_mask": np.concatenate(dmask), "rgb": np.concatenate(rgb)}
 
 
-def consistent(raw: Dict[str, np.ndarray], align: bool, filter_strength: float, tau: float = 0.05) -> np.ndarray:
-    """Run :class:`pager.video.consistency.TemporalAligner` over raw predictions (in order)."""
-    from pager.video.consistency import TemporalAligner
+def consistent(raw: Dict[str, np.ndarray], align: bool, filter_strength: float, tau: float = 0.05,
+               motion_compensation: str = "pose", two_sided: bool = True) -> np.ndarray:
+    """Raw predictions (in order) through :func:`pager.video.consistency.filter_sequence`."""
+    from pager.video.consistency import filter_sequence
 
-    aligner = TemporalAligner(align=align, filter_strength=filter_strength, tau=tau)
-    out = [aligner.step(torch.from_numpy(d), torch.from_numpy(m), torch.from_numpy(r))[0].numpy()
-           for d, m, r in zip(raw["depth"], raw["depth_mask"], raw["rgb"])]
-    return np.stack(out)
+    out, _ = filter_sequence(torch.from_numpy(np.asarray(raw["depth"])), torch.from_numpy(np.asarray(raw["depth_mask"])),
+                             torch.from_numpy(np.asarray(raw["rgb"])), align=align, filter_strength=filter_strength, tau=tau,
+                             motion_compensation=motion_compensation, two_sided=two_sided)
+    return out.numpy()
 
 
 def _mean_rows(rows: List[Dict[str, float]]) -> Dict[str, float]:
@@ -109,12 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_path", required=True, help="a `pager synth --sequence` folder or one sequence folder")
     parser.add_argument("--pred_path", default=None, help="`pager video` output folder (one sequence) or folder of <seq_id>/ outputs")
     parser.add_argument("--predict", action="store_true", help="run the model here and compare independent / aligned / filtered")
-    parser.add_argument("--checkpoint_path", nargs="+", default=None, help="checkpoint(s) for --predict (default: the default model)")
     parser.add_argument("--scenes", choices=("indoor", "outdoor", "both"), default="both")
     parser.add_argument("--temporal_filter", type=float, default=0.5, help="filter strength of the aligned+filter variant")
     parser.add_argument("--tau", type=float, default=0.05, help="agreement scale of alignment and filter (log depth)")
+    parser.add_argument("--motion_compensation", choices=("pose", "yaw", "none"), default="pose",
+                        help="motion compensation of the aligned variants (as pager video's option)")
+    parser.add_argument("--causal_filter", action="store_true",
+                        help="forward filter only (as pager video --causal_filter); default: two-sided")
     parser.add_argument("--batch_size", type=int, default=4)
-    parser.add_argument("--device", default=None)
+    from pager.cli.common import add_model_options
+
+    add_model_options(parser.add_argument_group("model (with --predict)"), ("checkpoint_path", "device", "dtype"))
     parser.add_argument("--metric", action="store_true", help="--pred_path holds metric depth (no per-frame alignment)")
     parser.add_argument("--output", default=None, help="write the results as JSON here (atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
@@ -157,7 +163,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         from pager.cli.video import _checkpoint_source
         from pager.pipeline import PagerPipeline
 
-        pipe = PagerPipeline.from_pretrained(_checkpoint_source(args.checkpoint_path), device=args.device)
+        pipe = PagerPipeline.from_pretrained(_checkpoint_source(args.checkpoint_path), device=args.device,
+                                            torch_dtype=args.dtype)
         if "depth" not in pipe.modalities:
             raise ValueError("--predict needs a depth checkpoint")
         metric = bool(pipe.model.configs["depth"].metric_depth)
@@ -170,7 +177,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             seconds += time.perf_counter() - t0
             frames += len(seq)
             for v, (align, strength) in variants.items():
-                pred = raw["depth"] if (not align and strength == 0) else consistent(raw, align, strength, args.tau)
+                pred = raw["depth"] if (not align and strength == 0) else consistent(raw, align, strength, args.tau, args.motion_compensation,
+                                                                               not args.causal_filter)
                 rows[v][seq.folder.name] = evaluate_sequence(pred, raw["depth_mask"], seq, metric)
                 logger.info("%s %s: %s", seq.folder.name, v, rows[v][seq.folder.name])
         base = _mean_rows(list(rows["independent"].values()))["flicker"]

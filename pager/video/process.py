@@ -11,7 +11,9 @@ Outputs in ``out_dir`` (``N`` = processed frames, ``H x W`` = output size):
 * ``depth16/<k:06d>.png`` (``depth_png``): 16-bit depth, ``round(depth * depth_scale)``, 0 = invalid.
 * ``pointclouds/<k:06d>.<ply|glb>`` every ``pointcloud_every`` frames.
 * ``video.json``: the settings (output frame ``k`` is input frame ``start + k * stride``), progress, and per
-  frame the scale applied (``exp(beta)``) and the estimated yaw shift in columns.
+  frame the scale applied (``exp(beta)``), the estimated yaw shift in columns and the estimated camera
+  motion since the previous frame (``rotation_deg``; ``translation`` ``[x, y, z]`` in the previous frame's
+  camera axes, in the unit of the output depth).
 
 Resume: after each batch the arrays are flushed, then ``.video_state.npz`` (progress and the temporal
 state) and ``video.json`` are replaced atomically; a run in a folder holding a ``video.json`` with the
@@ -34,7 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from pager.video.consistency import TemporalAligner
+from pager.video.consistency import BackwardSmoother, TemporalAligner, inverse_pose
 from pager.video.io import FrameSource, VideoWriter
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,8 @@ class VideoOptions:
     alignment: str = "auto"  # auto: align relative models, keep metric ones; none: independent frames
     filter_strength: float = 0.0
     tau: float = 0.05
-    motion_compensation: bool = True
+    motion_compensation: str = "pose"  # pose | yaw | none (pager.video.consistency.MOTION_MODES)
+    causal_filter: bool = False  # forward filter only; else two-sided (BackwardSmoother after the last frame)
     depth_png: bool = False
     depth_scale: float = 1000.0
     pointcloud_every: int = 0
@@ -76,6 +79,12 @@ class VideoOptions:
             raise ValueError(f"--temporal_filter must be in [0, 1), got {self.filter_strength}")
         if not self.tau > 0:
             raise ValueError(f"--tau must be > 0, got {self.tau}")
+        if isinstance(self.motion_compensation, bool):  # the earlier on/off switch
+            self.motion_compensation = "pose" if self.motion_compensation else "none"
+        from pager.video.consistency import MOTION_MODES
+
+        if self.motion_compensation not in MOTION_MODES:
+            raise ValueError(f"--motion_compensation must be one of {', '.join(MOTION_MODES)}, got {self.motion_compensation!r}")
         if self.pointcloud_every < 0:
             raise ValueError(f"--pointcloud_every must be >= 0, got {self.pointcloud_every}")
         if self.pointcloud_format not in ("ply", "glb"):
@@ -210,6 +219,51 @@ def encode_videos(out_dir: Path, arrays: Dict[str, np.ndarray], fps: float, opts
     return written
 
 
+#: Working arrays of the two-sided filter (forward output, aligned unfiltered depth, estimated motions).
+TWO_SIDED_ARRAYS = {"depth_forward": ".depth_forward.npy", "depth_aligned": ".depth_aligned.npy", "motion": ".motion.npy"}
+
+
+def _backward_pass(arrays: Dict[str, np.ndarray], opts: VideoOptions, progress: bool) -> None:
+    """Second pass of the two-sided filter (:class:`pager.video.consistency.BackwardSmoother`), last frame
+    first, from the working arrays into ``depth``; it reads only the working arrays, so an interrupted pass
+    is simply run again."""
+    from tqdm.auto import tqdm
+
+    back = BackwardSmoother(opts.filter_strength, opts.tau)
+    n = arrays["depth"].shape[0]
+    for k in tqdm(range(n - 1, -1, -1), desc="two-sided filter", unit="frame", disable=not progress):
+        nxt = np.asarray(arrays["motion"][k + 1]) if k + 1 < n else None
+        nxt = None if nxt is None or not np.isfinite(nxt).all() else inverse_pose(torch.from_numpy(nxt))
+        s = back.step(torch.from_numpy(np.asarray(arrays["depth_aligned"][k])), torch.from_numpy(np.asarray(arrays["depth_mask"][k])),
+                      torch.from_numpy(np.asarray(arrays["depth_forward"][k])), nxt)
+        arrays["depth"][k] = s.numpy()
+    arrays["depth"].flush()
+
+
+def _derived_outputs(out_dir: Path, source: FrameSource, arrays: Dict[str, np.ndarray], size: tuple, opts: VideoOptions,
+                     progress: bool) -> None:
+    """16-bit PNGs and point clouds of the final depth (two-sided filter: after the backward pass; the
+    point clouds' colours are the frames decoded again, resized to the output size)."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from pager.export import erp_point_cloud, save_depth_png16, save_point_cloud
+
+    if not (opts.depth_png or opts.pointcloud_every):
+        return
+    frames = source.frames() if opts.pointcloud_every else ((k, None, None) for k in range(arrays["depth"].shape[0]))
+    for k, _, rgb in tqdm(frames, total=arrays["depth"].shape[0], desc="depth files", unit="frame", disable=not progress):
+        depth, mask = np.asarray(arrays["depth"][k]), np.asarray(arrays["depth_mask"][k])
+        if opts.depth_png:
+            save_depth_png16(out_dir / "depth16" / f"{k:06d}.png", depth, scale=opts.depth_scale, mask=mask)
+        if opts.pointcloud_every and k % opts.pointcloud_every == 0:
+            if rgb.shape[:2] != tuple(size):
+                rgb = np.asarray(Image.fromarray(np.asarray(rgb, dtype=np.uint8)).resize((size[1], size[0]), Image.BILINEAR))
+            normals = np.asarray(arrays["normals"][k], dtype=np.float32) if "normals" in arrays else None
+            cloud = erp_point_cloud(depth, colors=rgb, mask=mask, normals=normals, max_points=opts.pointcloud_max_points)
+            save_point_cloud(out_dir / "pointclouds" / f"{k:06d}.{opts.pointcloud_format}", cloud)
+
+
 def process_video(pipe: Any, source: FrameSource, out_dir: Path, opts: VideoOptions, done: int = 0,
                   checkpoint: Any = None, progress: bool = True) -> Dict[str, Any]:
     """Predict every selected frame of ``source`` with ``pipe`` and write the outputs (module docstring).
@@ -236,17 +290,23 @@ def process_video(pipe: Any, source: FrameSource, out_dir: Path, opts: VideoOpti
                               tau=opts.tau, motion_compensation=opts.motion_compensation)
     info: Dict[str, Any] = {"settings": _settings(source, opts, checkpoint), "fps": source.output_fps,
                             "frames": n, "size": list(size), "done": done, "complete": False,
-                            "first_input_frame": source.indices[0], "scale": [], "yaw_shift": []}
+                            "first_input_frame": source.indices[0], "scale": [], "yaw_shift": [],
+                            "rotation_deg": [], "translation": []}
     resume = done > 0
     if resume:
         old = json.loads((out_dir / INFO_FILE).read_text())
-        info["scale"], info["yaw_shift"] = old.get("scale", [])[:done], old.get("yaw_shift", [])[:done]
+        for key in ("scale", "yaw_shift", "rotation_deg", "translation"):
+            info[key] = old.get(key, [])[:done]
         with np.load(out_dir / STATE_FILE, allow_pickle=False) as z:
             if int(z["done"]) != done:
                 raise ValueError(f"{out_dir / STATE_FILE} is at frame {int(z['done'])}, {out_dir / INFO_FILE} at {done}; pass --overwrite")
             aligner.load_state_dict({k[len("state_"):]: torch.from_numpy(z[k]) for k in z.files if k.startswith("state_")})
     names = _array_names(opts)
-    shapes = {"depth": ((n,) + size, np.float32), "depth_mask": ((n,) + size, np.bool_), "normals": ((n,) + size + (3,), np.float16)}
+    two_sided = "depth" in mods and opts.filter_strength > 0 and not opts.causal_filter
+    if two_sided:  # working arrays of the two-sided filter, deleted when the run is complete
+        names.update(TWO_SIDED_ARRAYS)
+    shapes = {"depth": ((n,) + size, np.float32), "depth_mask": ((n,) + size, np.bool_), "normals": ((n,) + size + (3,), np.float16),
+              "depth_forward": ((n,) + size, np.float32), "depth_aligned": ((n,) + size, np.float32), "motion": ((n, 4, 4), np.float64)}
     arrays = {k: _open_array(out_dir / v, *shapes[k], resume=resume) for k, v in names.items()}
     bar = tqdm(total=n, initial=done, desc="pager video", unit="frame", disable=not progress)
     t0, new_frames = time.perf_counter(), 0
@@ -269,15 +329,22 @@ def process_video(pipe: Any, source: FrameSource, out_dir: Path, opts: VideoOpti
                 depth = aligned.numpy().astype(np.float32)
                 info["scale"].append(step["scale"])
                 info["yaw_shift"].append(int(step["yaw_shift"]))
+                info["rotation_deg"].append(step["rotation_deg"])
+                info["translation"].append(step["translation"])
                 arrays["depth"][k] = depth
                 arrays["depth_mask"][k] = mask
-                if opts.depth_png:
+                if two_sided:
+                    arrays["depth_forward"][k] = depth
+                    arrays["depth_aligned"][k] = np.where(mask, np.asarray(out.depth[j], dtype=np.float64) * step["scale"], 0.0)
+                    pose = step.get("src_from_tgt")
+                    arrays["motion"][k] = np.full((4, 4), np.nan) if pose is None else pose.numpy()
+                elif opts.depth_png:  # (two-sided: the final depth, its PNG and point cloud come after the backward pass)
                     save_depth_png16(out_dir / "depth16" / f"{k:06d}.png", depth, scale=opts.depth_scale, mask=mask)
             if "normals" in mods:
                 nm = np.asarray(out.normals_mask[j])
                 normals = np.where(nm[..., None], np.asarray(out.normals[j]), 0.0)
                 arrays["normals"][k] = normals.astype(np.float16)
-            if opts.pointcloud_every and depth is not None and k % opts.pointcloud_every == 0:
+            if opts.pointcloud_every and depth is not None and k % opts.pointcloud_every == 0 and not two_sided:
                 cloud = erp_point_cloud(depth, colors=np.asarray(out.rgb[j]), mask=mask, normals=normals,
                                         max_points=opts.pointcloud_max_points)
                 save_point_cloud(out_dir / "pointclouds" / f"{k:06d}.{opts.pointcloud_format}", cloud)
@@ -316,6 +383,9 @@ def process_video(pipe: Any, source: FrameSource, out_dir: Path, opts: VideoOpti
         raise ValueError(f"{source.name}: only {info['done']} of {n} frames could be decoded")
     info["seconds"] = seconds
     info["frames_per_second"] = new_frames / seconds if new_frames and seconds > 0 else None
+    if two_sided:
+        _backward_pass(arrays, opts, progress)
+        _derived_outputs(out_dir, source, arrays, size, opts, progress)
     info["depth_unit"] = meta0.get("depth_unit", "relative" if relative else "m") if "depth" in mods else None
     if opts.videos:
         info["videos"] = [p.name for p in encode_videos(out_dir, arrays, source.output_fps, opts, progress)]
@@ -323,9 +393,13 @@ def process_video(pipe: Any, source: FrameSource, out_dir: Path, opts: VideoOpti
         del a
     arrays.clear()
     if not opts.keep_arrays:
-        for v in names.values():
-            with contextlib.suppress(FileNotFoundError):
-                (out_dir / v).unlink()
+        for k, v in names.items():
+            if k not in TWO_SIDED_ARRAYS:
+                with contextlib.suppress(FileNotFoundError):
+                    (out_dir / v).unlink()
     info["complete"] = True
     _atomic_json(out_dir / INFO_FILE, info)
+    for k in TWO_SIDED_ARRAYS if two_sided else ():  # after "complete": a resumed run never needs them again
+        with contextlib.suppress(FileNotFoundError):
+            (out_dir / names[k]).unlink()
     return info
