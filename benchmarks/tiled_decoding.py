@@ -116,10 +116,15 @@ def main(argv: List[str] | None = None) -> int:
                 out = str(Path(tmp) / f"{size}_{mode}.npy")
                 spec = dict(face_size=size, mode=mode, dtype=args.dtype, band_mb=args.band_mb, threads=args.threads,
                             smoke=args.smoke, out=out)
-                proc = subprocess.run([sys.executable, __file__, "--_worker", json.dumps(spec)], capture_output=True,
-                                      text=True, timeout=args.timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
-                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-                if proc.returncode or not lines:
+                try:
+                    proc = subprocess.run([sys.executable, __file__, "--_worker", json.dumps(spec)], capture_output=True,
+                                          text=True, timeout=args.timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+                except subprocess.TimeoutExpired:
+                    proc = None
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")] if proc is not None else []
+                if proc is None:
+                    row = dict(spec, error=f"timeout after {args.timeout} s (--timeout)")
+                elif proc.returncode or not lines:
                     row = dict(spec, error=(proc.stderr.strip().splitlines() or ["failed"])[-1])
                 else:
                     row = json.loads(lines[-1])
