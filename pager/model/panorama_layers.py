@@ -174,18 +174,32 @@ def panorama_group_norm(
         mean_f = mean_f.to(f64).view(b, faces, num_groups).transpose(1, 2)  # [b, G, faces]
         var_f = (rstd_f.to(f64).reciprocal().square() - eps).clamp_min(0.0).view(b, faces, num_groups).transpose(1, 2)
         mean, var = _merge(mean_f, var_f)  # [b, G]
-    scale = torch.rsqrt(var + eps).repeat_interleave(cg, dim=1)  # [b, C]
-    mean = mean.repeat_interleave(cg, dim=1)
+    if not channels_last:
+        ref = mean.repeat_interleave(cg, dim=1).to(x.dtype)  # the mean's high part: x - ref is exact near the mean
+        torch.sub(x, per_face(ref), out=out)
+    scale, shift = group_norm_affine(mean, var, cg, eps, weight, bias, ref)
+    return torch.addcmul(per_face(shift), out, per_face(scale), out=out)
+
+
+def group_norm_affine(
+    mean: Tensor, var: Tensor, cg: int, eps: float, weight: Tensor | None, bias: Tensor | None, ref: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Per-channel float64 ``scale`` and ``shift`` ``[b, C]`` of a GroupNorm with group moments ``mean``, ``var``
+    ``[b, G]`` (float64; ``cg`` channels per group), such that ``(x - ref) * scale + shift`` equals
+    ``(x - mean) / sqrt(var + eps) * weight + bias``; ``ref`` ``[b, C]`` (None: 0) is a value near the mean that
+    the caller subtracts first, so that no large terms cancel (the mean's high part, or a rough mean).
+    """
+    f64 = torch.float64
+    scale = torch.rsqrt(var + eps).repeat_interleave(cg, dim=1)
     if weight is not None:
         scale = scale * weight.to(f64)
-    if not channels_last:
-        ref = mean.to(x.dtype)  # the mean's high part: x - ref is exact near the mean
-        torch.sub(x, per_face(ref), out=out)
-    # out = x - ref; y = (x - M) * s + bias = out * s + (bias - (M - ref) * s), no large terms cancel
-    shift = -(mean - ref.to(f64)) * scale
+    centre = mean.repeat_interleave(cg, dim=1)
+    if ref is not None:
+        centre = centre - ref.to(f64)
+    shift = -centre * scale
     if bias is not None:
         shift = shift + bias.to(f64)
-    return torch.addcmul(per_face(shift), out, per_face(scale), out=out)
+    return scale, shift
 
 
 def _rough_channel_mean(x: Tensor, faces: int) -> Tensor:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pager.geometry.cube_padding import CubePadConv2d, _conv_sides, cube_pad_sources
-from pager.model.panorama_layers import PanoramaGroupNorm
+from pager.model.panorama_layers import PanoramaGroupNorm, _merge, group_norm_affine
 
 __all__ = ["TiledDecoding", "check_tiled_decoding_support", "tiled_decode", "DEFAULT_BAND_MB"]
 
@@ -170,25 +170,12 @@ class _BandNorm:
     """
 
     def __init__(self, norm: nn.GroupNorm, mean: Tensor, var: Tensor, faces: int, dtype: torch.dtype) -> None:
-        f64 = torch.float64
         cg = norm.num_channels // norm.num_groups
-        scale = torch.rsqrt(var + norm.eps).repeat_interleave(cg, dim=1)  # [Ns, C]
-        mean = mean.repeat_interleave(cg, dim=1)
-        if norm.weight is not None:
-            scale = scale * norm.weight.to(f64)
-        bias = norm.bias.to(f64) if norm.bias is not None else None
         self.half = dtype in (torch.float16, torch.bfloat16)
-        if self.half:
-            shift = -mean * scale
-            self.mean_hi = None
-            comp = torch.float32
-        else:
-            mean_hi = mean.to(dtype)
-            shift = -(mean - mean_hi.to(f64)) * scale
-            self.mean_hi = mean_hi.repeat_interleave(faces, dim=0)
-            comp = dtype
-        if bias is not None:
-            shift = shift + bias
+        mean_hi = None if self.half else mean.repeat_interleave(cg, dim=1).to(dtype)  # [Ns, C]
+        scale, shift = group_norm_affine(mean, var, cg, norm.eps, norm.weight, norm.bias, mean_hi)
+        self.mean_hi = None if mean_hi is None else mean_hi.repeat_interleave(faces, dim=0)
+        comp = torch.float32 if self.half else dtype
         self.scale = scale.to(comp).repeat_interleave(faces, dim=0)  # [N, C]
         self.shift = shift.to(comp).repeat_interleave(faces, dim=0)
         self.dtype = dtype
@@ -231,11 +218,12 @@ def _norm_stats(norm: nn.GroupNorm, x: Tensor, cfg: TiledDecoding) -> _BandNorm:
         xb = x[:, :, r0:r0 + rows]
         counts.append(xb.shape[2])
         v, m = torch.var_mean(xb.float() if half else xb, dim=(2, 3), correction=0)  # [N, C]
-        m = m.double().view(ns, faces, groups, c // groups)
-        v = v.double().view(ns, faces, groups, c // groups)
-        mean = m.mean(dim=(1, 3))
+        # [Ns, G, faces * channels per group]: the equal-count merge of the panorama GroupNorm
+        m = m.double().view(ns, faces, groups, c // groups).transpose(1, 2).reshape(ns, groups, -1)
+        v = v.double().view(ns, faces, groups, c // groups).transpose(1, 2).reshape(ns, groups, -1)
+        mean, var = _merge(m, v)
         means.append(mean)
-        variances.append(v.mean(dim=(1, 3)) + (m - mean[:, None, :, None]).square().mean(dim=(1, 3)))
+        variances.append(var)
     wts = torch.tensor(counts, dtype=torch.float64, device=x.device).view(-1, 1, 1) / h
     m_all, v_all = torch.stack(means), torch.stack(variances)  # [bands, Ns, G]
     mean = (wts * m_all).sum(dim=0)
