@@ -42,7 +42,7 @@ Parameters, so ``state_dict()`` keys and values are unchanged.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -275,9 +275,19 @@ def cube_pad(
     mode = _effective_mode(h, sd, mode)  # the neighbour has only F-1 rows beyond the shared edge (module docstring)
     if not faces.dtype.is_floating_point:
         raise ValueError(f"cube_pad needs a floating point tensor, got {faces.dtype}")
-    left, right, top, bottom = sd
     if sd == (0, 0, 0, 0):
         return faces
+    if torch.compiler.is_compiling() and not (torch.is_grad_enabled() and faces.requires_grad):
+        # one opaque operator in the compiled graph instead of a graph break per padding (whose resumed frames
+        # are re-compiled for every layer shape)
+        return torch.ops.pager.cube_pad(faces, list(sd), mode)
+    return _cube_pad_eager(faces, sd, mode)
+
+
+def _cube_pad_eager(faces: torch.Tensor, sd: Sides, mode: str) -> torch.Tensor:
+    """:func:`cube_pad` of validated arguments (sides not all zero), in eager mode."""
+    n6, c, h, w = faces.shape
+    left, right, top, bottom = sd
     n = n6 // 6
     hp, wp = h + top + bottom, w + left + right
     if c > 1 and faces.is_contiguous(memory_format=torch.channels_last) and not faces.is_contiguous():
@@ -296,6 +306,21 @@ def cube_pad(
         corner = xf.index_select(0, idx["c_src_ab"]).view(2, -1).mean(dim=0)
         of.index_copy_(0, idx["c_dst"], corner)
     return out
+
+
+@torch.library.custom_op("pager::cube_pad", mutates_args=())
+def _cube_pad_op(faces: torch.Tensor, sides: List[int], mode: str) -> torch.Tensor:
+    """:func:`cube_pad` as a custom operator, for ``torch.compile``'d inference (traced without graph breaks)."""
+    return _cube_pad_eager(faces, tuple(sides), mode)  # type: ignore[arg-type]
+
+
+@_cube_pad_op.register_fake
+def _cube_pad_fake(faces: torch.Tensor, sides: List[int], mode: str) -> torch.Tensor:
+    n6, c, h, w = faces.shape
+    left, right, top, bottom = sides
+    channels_last = c > 1 and faces.is_contiguous(memory_format=torch.channels_last) and not faces.is_contiguous()
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return faces.new_empty((n6, c, h + top + bottom, w + left + right)).contiguous(memory_format=fmt)
 
 
 def _effective_mode(fs: int, sd: Sides, mode: str) -> str:

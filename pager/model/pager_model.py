@@ -217,7 +217,13 @@ class Pager(nn.Module):
         #: settings of the exact low-memory decoder (:meth:`enable_tiled_decoding`), None: untiled
         self.tiled_decoding: Optional["TiledDecoding"] = None
 
-    def optimize(self, channels_last: bool = False, compile: bool = False, compile_mode: Optional[str] = None) -> "Pager":
+    def optimize(
+        self,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_mode: Optional[str] = None,
+        compile_backend: str = "inductor",
+    ) -> "Pager":
         """Switch on the inference fast path in place; outputs stay equal up to rounding. Returns ``self``.
 
         Args:
@@ -225,9 +231,14 @@ class Pager(nn.Module):
                 layout, which oneDNN (CPU) and cuDNN (GPU, fp16/bf16 tensor cores) convolve faster; cube
                 padding then gathers whole channel vectors.
             compile: ``torch.compile`` the VAE encoder, VAE decoder and UNets (in place, state_dict keys
-                unchanged); the first call per face size compiles (tens of seconds to minutes), later ones
-                are faster. Needs a C++ compiler on CPU (inductor) and is not supported on MPS.
+                unchanged); the first call per face size compiles (minutes on a CPU), later ones are faster.
+                Each network is one graph: cube padding, panorama-wide GroupNorm and sphere RoPE enter it as
+                custom operators (``pager::cube_pad``, ``pager::panorama_group_norm``,
+                ``pager::rotate_tokens``) that run the eager kernels, so they keep their numerics. Needs a C++
+                compiler on CPU (inductor) and is not supported on MPS.
             compile_mode: ``torch.compile`` mode (``None``, ``"reduce-overhead"``, ``"max-autotune"``).
+            compile_backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` traces without
+                generating code, e.g. to check that a network compiles as one graph).
         Raises:
             RuntimeError: ``compile=True`` on MPS.
         """
@@ -239,7 +250,9 @@ class Pager(nn.Module):
         if compile and not self.compiled:
             if self.device.type == "mps":
                 raise RuntimeError("torch.compile is not supported for PaGeR on MPS; run without --compile")
-            kwargs = {} if compile_mode is None else {"mode": compile_mode}
+            kwargs: Dict[str, Any] = {"backend": compile_backend}
+            if compile_mode is not None:
+                kwargs["mode"] = compile_mode
             self.vae.encoder.compile(**kwargs)
             self.vae.decoder.compile(**kwargs)
             for unet in self.unets.values():

@@ -129,6 +129,41 @@ def panorama_group_norm(
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
     if needs_grad or x.device.type not in ("cpu", "cuda") or x.numel() == 0:
         return _differentiable_group_norm(x, num_groups, weight, bias, eps, faces)
+    if torch.compiler.is_compiling():
+        # compiled inference: this function as one opaque operator (no graph break on its out= kernels), so the
+        # compiled network normalises with exactly these numerics
+        return torch.ops.pager.panorama_group_norm(x, num_groups, weight, bias, eps, faces)
+    return _panorama_group_norm_fast(x, num_groups, weight, bias, eps, faces)
+
+
+def _output_format(x: Tensor) -> torch.memory_format:
+    """Memory format of :func:`panorama_group_norm`'s output: channels_last for channels_last 4-D input."""
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+@torch.library.custom_op("pager::panorama_group_norm", mutates_args=())
+def _panorama_group_norm_op(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, faces: int
+) -> Tensor:
+    """:func:`panorama_group_norm` without gradients as a custom operator (for ``torch.compile``)."""
+    out = _panorama_group_norm_fast(x, num_groups, weight, bias, eps, faces)
+    return out.contiguous(memory_format=_output_format(x))
+
+
+@_panorama_group_norm_op.register_fake
+def _panorama_group_norm_fake(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, faces: int
+) -> Tensor:
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device).contiguous(memory_format=_output_format(x))
+
+
+def _panorama_group_norm_fast(
+    x: Tensor, num_groups: int, weight: Tensor | None, bias: Tensor | None, eps: float, faces: int
+) -> Tensor:
+    """:func:`panorama_group_norm` of validated input without gradients on CPU / CUDA (its Numerics section)."""
+    n, c = x.shape[0], x.shape[1]
     b, cg = n // faces, c // num_groups
     f64 = torch.float64
     half = x.dtype in (torch.float16, torch.bfloat16)

@@ -257,8 +257,28 @@ def rotate_tokens(x: Tensor, hw: int, token_order: str = "face_row_col") -> Tens
 
     Float32 / float64 on CPU and CUDA: each interleaved pair ``(x0, x1)`` is the complex number ``x0 + i x1``
     multiplied by ``cos(alpha) + i sin(alpha)`` (one kernel, the same products and sums as the formula);
-    otherwise (half precision, MPS, inside ``torch.compile``) the formula's real operations.
+    otherwise (half precision, MPS) the formula's real operations. In ``torch.compile``'d inference this runs
+    as one custom operator (``pager::rotate_tokens``, no graph break); compiled with gradients, the formula's
+    real operations are traced.
     """
+    if torch.compiler.is_compiling() and not (torch.is_grad_enabled() and x.requires_grad):
+        return torch.ops.pager.rotate_tokens(x, hw, token_order)
+    return _rotate_tokens_eager(x, hw, token_order)
+
+
+@torch.library.custom_op("pager::rotate_tokens", mutates_args=())
+def _rotate_tokens_op(x: Tensor, hw: int, token_order: str) -> Tensor:
+    """:func:`rotate_tokens` as a custom operator for compiled inference (a new contiguous tensor)."""
+    return _rotate_tokens_eager(x, hw, token_order).contiguous()
+
+
+@_rotate_tokens_op.register_fake
+def _rotate_tokens_fake(x: Tensor, hw: int, token_order: str) -> Tensor:
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def _rotate_tokens_eager(x: Tensor, hw: int, token_order: str) -> Tensor:
+    """:func:`rotate_tokens` in eager mode (or traced with gradients, then without the complex kernel)."""
     head_dim = x.shape[-1]
     pairs = head_dim // 2
     complex_ok = (
