@@ -1,14 +1,14 @@
 """Depth evaluation (AbsRel, RMSE, delta...) of inference.py --generate_eval predictions.
 
 Usage as in the original README, e.g. `python evaluation/depth_evaluation.py --pred_path ... --data_path ... --dataset ...`;
-`--help` lists every option. The work is done by :func:`pager.evaluation.runners.depth_main`.
+`--help` lists every option. The work is done by :func:`pager.evaluation.cli.depth_main`.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pager.evaluation.runners import depth_main  # noqa: E402
+from pager.evaluation.cli import depth_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(depth_main())

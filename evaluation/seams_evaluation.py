@@ -1,14 +1,14 @@
 """Cube-seam evaluation (defect density, prevalence, severity) of ERP depth predictions.
 
 Usage as in the original README, e.g. `python evaluation/seams_evaluation.py --pred_path ... --data_path ... --dataset ...`;
-`--help` lists every option. The work is done by :func:`pager.evaluation.runners.seams_main`.
+`--help` lists every option. The work is done by :func:`pager.evaluation.cli.seams_main`.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from pager.evaluation.runners import seams_main  # noqa: E402
+from pager.evaluation.cli import seams_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(seams_main())

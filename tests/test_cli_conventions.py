@@ -7,6 +7,7 @@ time with the option named, ``--device`` checked against the torch build, ``--ve
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,12 +77,40 @@ def test_every_command_is_covered():
     assert len(names) == len(PARSER_IDS)
 
 
-@pytest.mark.parametrize("script", ORIGINAL_SCRIPTS)
+#: Modules that take seconds to import; ``--help`` and argument errors must answer without them.
+HEAVY_MODULES = {"torch", "diffusers", "transformers", "gradio", "accelerate"}
+
+
+def _imported(importtime_stderr: str) -> set:
+    """Top-level package names in the ``python -X importtime`` report (stderr) of a run."""
+    return {m.group(1).split(".")[0] for m in re.finditer(r"^import time:.*\|\s*([\w.]+)\s*$", importtime_stderr, re.M)}
+
+
+@pytest.mark.parametrize("script", ORIGINAL_SCRIPTS + ["evaluation/video_evaluation.py"])
 def test_original_scripts_help(script):
-    out = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=300)
-    assert out.returncode == 0, out.stderr
+    """``python SCRIPT --help`` works, shows the common options, and does not import torch & co."""
+    out = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / script), "--help"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
     assert "usage:" in out.stdout and "--threads" in out.stdout and "-v, --verbose" in out.stdout
+    assert not HEAVY_MODULES & _imported(out.stderr), HEAVY_MODULES & _imported(out.stderr)
+
+
+def _leaf_commands():
+    from pager.cli.main import build_parser
+
+    return [" ".join(path) for path, parser in iter_parsers(build_parser(all_commands=True))
+            if path and not any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)]
+
+
+@pytest.mark.parametrize("command", _leaf_commands())
+def test_pager_commands_help_without_heavy_imports(command):
+    """``pager COMMAND --help`` in a fresh process: the help text, without importing torch & co (seconds)."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "pager.cli.main", *command.split(), "--help"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"usage: pager {command}" in " ".join(out.stdout.split())
+    assert not HEAVY_MODULES & _imported(out.stderr), HEAVY_MODULES & _imported(out.stderr)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["evaluate", "--help"], ["--version"]], ids=" ".join)
@@ -188,13 +217,16 @@ def test_device_checked_against_torch(name, parser, capsys):
 
 
 def test_numeric_errors_come_before_any_work(tmp_path):
-    """``--face_size 0`` / ``--depth_scale 0`` stop at parse time: one line, exit code 2, nothing written."""
+    """``--face_size 0`` / ``--depth_scale 0`` stop at parse time: one line, exit code 2, nothing written, and
+    nothing heavy imported (the answer comes at once)."""
     image = ROOT / "pager" / "assets" / "examples" / "indoor_room.jpg"
     for bad in (["--face_size", "0"], ["--depth_scale", "0"], ["--batch_size", "-1"]):
-        out = subprocess.run([sys.executable, "-m", "pager.cli.main", "predict", str(image), "--out", str(tmp_path / "o"),
-                              *bad], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        out = subprocess.run([sys.executable, "-X", "importtime", "-m", "pager.cli.main", "predict", str(image),
+                              "--out", str(tmp_path / "o"), *bad], capture_output=True, text=True, cwd=ROOT, timeout=300)
         assert out.returncode == 2
-        assert f"argument {bad[0]}" in out.stderr and "Traceback" not in out.stderr
+        errors = [line for line in out.stderr.splitlines() if not line.startswith("import time:")]
+        assert f"argument {bad[0]}" in errors[-1] and "Traceback" not in out.stderr
+        assert not HEAVY_MODULES & _imported(out.stderr), HEAVY_MODULES & _imported(out.stderr)
         assert not (tmp_path / "o").exists()
 
 
@@ -243,3 +275,11 @@ def test_model_options_are_declared_once(name, parser):
             if action.help is argparse.SUPPRESS or action.default is argparse.SUPPRESS:
                 continue  # config-file overrides of inference.py / train.py (OmegaConf keys; the YAML gives the default)
             assert _declaration(action) == _declaration(ref[action.dest]), (name, action.dest)
+
+
+def test_stitching_choices_are_the_geometry_modes():
+    """``--stitching`` takes its choices from the config schema (torch-free); they are the geometry's modes."""
+    from pager.config_schema import leaf_choices
+    from pager.geometry import STITCHING_MODES
+
+    assert tuple(leaf_choices("stitching", "inference")) == tuple(STITCHING_MODES)

@@ -53,15 +53,16 @@ def load_pipeline(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, build the page and serve it until interrupted."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import gradio as gr
-
     from pager.app.core import DemoPredictor
-    from pager.app.demo import CSS, _theme, build_demo
 
     if not 0 < args.port < 65536:
         raise ValueError(f"--port must be in 1..65535, got {args.port}")
-    pipeline = load_pipeline(args)
+    pipeline = load_pipeline(args)  # a bad checkpoint is reported before gradio (seconds of imports) is loaded
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    from pager.app.demo import CSS, _theme, build_demo
+
     predictor = DemoPredictor(pipeline, output_root=args.output_dir, max_height=args.max_height,
                               face_size=args.face_size, max_file_mb=args.max_file_mb, stitching=args.stitching)
     demo = build_demo(predictor, seam_blend=args.seam_blend)

@@ -34,7 +34,7 @@ DTYPE_CHOICES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
 
 def _model_option_specs(unit: str) -> dict:
     """``name -> (flags, add_argument keywords)`` of the model options (see :func:`add_model_options`)."""
-    from pager.geometry import STITCHING_MODES
+    from pager.config_schema import leaf_choices  # not pager.geometry: parsing must not import torch
 
     return {
         "checkpoint_path": (("--checkpoint_path",), dict(
@@ -51,7 +51,7 @@ def _model_option_specs(unit: str) -> dict:
                                                      help="output ERP height (default: the input's)")),
         "batch_size": (("--batch_size",), dict(type=int, default=1, help=f"{unit} per forward pass")),
         "stitching": (("--stitching",), dict(
-            default="exact", choices=STITCHING_MODES,
+            default="exact", choices=leaf_choices("stitching", "inference"),
             help="ERP<->cube resampling: exact (default) or reference (the original project's, to reproduce its "
                  "published numbers; output widths must be multiples of 4)")),
         "seam_blend": (("--seam_blend",), dict(

@@ -128,14 +128,7 @@ def _rgb_uint8(rgb: Any) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> int:
     """Run inference over the dataset; returns the exit code."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from pager.data import build_dataset
-    from pager.export import mosaic, save_image, save_npz  # noqa: F401  (used by _write_chunk)
-    from pager.model import Pager
-
-    cfg = resolve(args)
+    cfg = resolve(args)  # config errors are reported before the heavy imports below (torch, diffusers)
     overrides = {k: getattr(args, k) for k in IGNORED_MODEL_OPTIONS if getattr(args, k, None) is not None}
     freq = int(cfg.img_report_frequency or 0)
     if freq < 0:
@@ -147,7 +140,13 @@ def run(args: argparse.Namespace) -> int:
     if stitching not in ("exact", "reference"):
         raise ValueError(f"--stitching must be 'exact' or 'reference', got {stitching!r}")
 
+    import torch
     from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from pager.data import build_dataset
+    from pager.export import mosaic, save_image, save_npz  # noqa: F401  (used by _write_chunk)
+    from pager.model import Pager
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     want_cpu = (

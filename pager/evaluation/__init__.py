@@ -8,24 +8,38 @@
   ``pager evaluate``; they read ``inference.py --generate_eval`` predictions and a dataset split.
 """
 
-from pager.evaluation.metrics import (
-    ALIGNMENT_TYPES,
-    DEPTH_METRICS,
-    EDGE_METRICS,
-    NORMALS_METRICS,
-    SEAM_METRICS,
-    align_prediction,
-    average_over_images,
-    depth_metrics,
-    edge_metrics,
-    erp_face_index,
-    latitude_weights,
-    normals_metrics,
-    seam_metrics,
-    seam_pairs,
-    sobel_edges,
-)
-from pager.evaluation.temporal import align_sequence_log_shift, flicker, frame_depth_metrics, sequence_flicker
+# Imported on first use (``pager.evaluation.X``), so that the torch-free command line (pager.evaluation.cli,
+# behind ``evaluation/*.py --help``) does not load torch through this package.
+_LAZY = {
+    "ALIGNMENT_TYPES": "pager.evaluation.metrics",
+    "DEPTH_METRICS": "pager.evaluation.metrics",
+    "EDGE_METRICS": "pager.evaluation.metrics",
+    "NORMALS_METRICS": "pager.evaluation.metrics",
+    "SEAM_METRICS": "pager.evaluation.metrics",
+    "align_prediction": "pager.evaluation.metrics",
+    "average_over_images": "pager.evaluation.metrics",
+    "depth_metrics": "pager.evaluation.metrics",
+    "edge_metrics": "pager.evaluation.metrics",
+    "erp_face_index": "pager.evaluation.metrics",
+    "latitude_weights": "pager.evaluation.metrics",
+    "normals_metrics": "pager.evaluation.metrics",
+    "seam_metrics": "pager.evaluation.metrics",
+    "seam_pairs": "pager.evaluation.metrics",
+    "sobel_edges": "pager.evaluation.metrics",
+    "align_sequence_log_shift": "pager.evaluation.temporal",
+    "flicker": "pager.evaluation.temporal",
+    "frame_depth_metrics": "pager.evaluation.temporal",
+    "sequence_flicker": "pager.evaluation.temporal",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pager.evaluation' has no attribute {name!r}")
+
 
 __all__ = [
     "align_sequence_log_shift",

@@ -55,8 +55,7 @@ __all__ = [
     "average_over_images",
 ]
 
-#: Alignment types accepted by :func:`align_prediction` (``metric`` and ``none`` are synonyms).
-ALIGNMENT_TYPES: tuple[str, ...] = ("metric", "none", "scale", "scale_and_shift", "median", "log_shift")
+from pager.evaluation.names import ALIGNMENT_TYPES  # noqa: E402  (accepted by align_prediction; torch-free home)
 
 #: Keys of :func:`depth_metrics`, in table order.
 DEPTH_METRICS: tuple[str, ...] = (

@@ -30,9 +30,6 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-import torch
-
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_sequence", "predict_sequence", "build_parser", "run", "main"]
@@ -46,6 +43,9 @@ def evaluate_sequence(pred: np.ndarray, pred_mask: Optional[np.ndarray], seq: An
     Predictions of another size than the ground truth are resized (bilinear) to it. Returns the
     frame means of the per-frame metrics and the pair mean of the flicker.
     """
+    import numpy as np  # here, not at the top: the parser (--help) stays torch-free
+    import torch
+
     from pager.evaluation.temporal import frame_depth_metrics, sequence_flicker
 
     if len(pred) != len(seq):
@@ -70,6 +70,8 @@ def evaluate_sequence(pred: np.ndarray, pred_mask: Optional[np.ndarray], seq: An
 
 def predict_sequence(pipe: Any, seq: Any, batch_size: int = 4) -> Dict[str, np.ndarray]:
     """Raw per-frame predictions of the model: ``depth``, ``depth_mask`` ``[N, H, W]`` and ``rgb [N, H, W, 3]``."""
+    import numpy as np
+
     from pager.io_utils import read_image
 
     depth, dmask, rgb = [], [], []
@@ -83,6 +85,9 @@ def predict_sequence(pipe: Any, seq: Any, batch_size: int = 4) -> Dict[str, np.n
 def consistent(raw: Dict[str, np.ndarray], align: bool, filter_strength: float, tau: float = 0.05,
                motion_compensation: str = "pose", two_sided: bool = True) -> np.ndarray:
     """Raw predictions (in order) through :func:`pager.video.consistency.filter_sequence`."""
+    import numpy as np  # here, not at the top: the parser (--help) stays torch-free
+    import torch
+
     from pager.video.consistency import filter_sequence
 
     out, _ = filter_sequence(torch.from_numpy(np.asarray(raw["depth"])), torch.from_numpy(np.asarray(raw["depth_mask"])),
@@ -92,6 +97,8 @@ def consistent(raw: Dict[str, np.ndarray], align: bool, filter_strength: float, 
 
 
 def _mean_rows(rows: List[Dict[str, float]]) -> Dict[str, float]:
+    import numpy as np
+
     return {k: float(np.nanmean([r[k] for r in rows])) for k in COLUMNS}
 
 
@@ -129,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Evaluate (see the module docstring); returns ``{variant: {"mean": {...}, "sequences": {...}}}``."""
+    import numpy as np
+
     from pager.data.synthetic.sequence import list_sequences
 
     if bool(args.pred_path) == bool(args.predict):
