@@ -11,3 +11,18 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def script_runner():
+    """Runs ``python SCRIPT ARGS`` in a process of its own forked from one server that has imported torch and
+    diffusers once (see ``tests/forked_scripts.py``); for the benchmark scripts' ``--smoke`` runs."""
+    import os
+    from pathlib import Path
+
+    from tests.forked_scripts import ScriptRunner
+
+    root = Path(__file__).resolve().parents[1]
+    server = ScriptRunner(env=dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1"))
+    yield server
+    server.close()

@@ -2,6 +2,7 @@
 packaged templates, a user's ``--config`` (training and inference) and a checkpoint's ``config.yaml``."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,8 +122,11 @@ def test_unknown_key_refused_at_every_entry(tmp_path, entry):
         return
     bad = "training:\n  max_train_step: 5\n" if entry == "train.py" else "img_report_frequncy: 3\n"
     path = _write(tmp_path, bad)
-    out = subprocess.run([sys.executable, str(ROOT / entry), "--config", str(path), "--data_path", str(tmp_path)],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert out.returncode == 2, out.stderr
-    assert str(path) in out.stderr and "did you mean" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / entry), "--config", str(path), "--data_path",
+                          str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 2, out.stderr[-3000:]
+    imported = {m.group(1).split(".")[0] for m in re.finditer(r"^import time:.*\|\s*([\w.]+)\s*$", out.stderr, re.M)}
+    errors = "\n".join(line for line in out.stderr.splitlines() if not line.startswith("import time:"))
+    assert str(path) in errors and "did you mean" in errors and "Traceback" not in errors
+    assert not {"torch", "diffusers", "accelerate"} & imported, "reported only after the heavy imports"
     assert not any(p.name != path.name for p in tmp_path.iterdir())  # nothing written

@@ -41,10 +41,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config from ``args`` and train; returns the exit code."""
     from pager.config import cli_overrides, load_config
-    from pager.training.trainer import load_training_config, train
 
     template = load_config(None, "base.yaml")
     overrides = cli_overrides(args, template)
+    if getattr(args, "config", None) and not getattr(args, "resume_path", None):
+        load_config(args.config)  # a bad config file is reported before torch & co are imported (seconds)
+    from pager.training.trainer import load_training_config, train
+
     overrides.pop("training.resume_path", None)
     cfg = load_training_config(getattr(args, "config", None), overrides, resume_path=getattr(args, "resume_path", None))
     result = train(cfg, overrides, allow_pickle=bool(getattr(args, "allow_pickle", False)))
