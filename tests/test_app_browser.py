@@ -73,17 +73,25 @@ def app_url(tmp_path_factory):
         log.close()
 
 
-@pytest.fixture()
-def page(app_url):
+@pytest.fixture(scope="module")
+def browser(app_url):
+    """One headless Chromium for the module's tests (each test gets its own fresh browser context and page)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1400})
-        pg.goto(app_url)
-        pg.wait_for_selector("#pager-run", timeout=60_000)
-        yield pg
-        browser.close()
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1400})  # no cookies/storage shared between tests
+    pg = context.new_page()
+    pg.goto(app_url)
+    pg.wait_for_selector("#pager-run", timeout=60_000)
+    yield pg
+    context.close()
 
 
 def test_example_prediction_shows_results_and_downloads(page, app_url, tmp_path):
