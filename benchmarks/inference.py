@@ -14,6 +14,7 @@ peak is ``torch.cuda.max_memory_allocated``. Examples::
     python benchmarks/inference.py --device cuda --full
     python benchmarks/inference.py --layers      # full-size, face 256: panorama-wide vs per-face layers
     python benchmarks/inference.py --seams       # tiny model: ERP jumps at face borders vs inside faces
+    python benchmarks/inference.py --face_sizes 64 --dtypes fp32 --repeats 3 --compile   # torch.compile (tiny)
     python benchmarks/inference.py --compare_plain --face_sizes 256 --dtypes fp32 bf16 --repeats 2 --profile
 
 ``--compare_plain`` builds the full-size model twice in ONE process, sharing the weights: "ours" (cube padding,
@@ -94,6 +95,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         t0 = time.perf_counter()
         model = build_model(spec["model"], tmp, spec.get("panorama_layers", True)).to(device=device, dtype=dtype)
         model.enable_tiled_decoding(bool(spec.get("tiled_decoding")))
+        model.optimize(channels_last=bool(spec.get("channels_last")), compile=bool(spec.get("compile")))
         build_s = time.perf_counter() - t0
         rss_model = rss_mb()
         x = torch.rand(1, 3, 512, 1024, device=device) * 2 - 1
@@ -109,8 +111,8 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
-        times = times[spec["warmup"]:]
-        res = dict(spec, seconds=min(times), build_s=build_s, rss_after_build_mb=rss_model, peak_rss_mb=rss_mb(),
+        first_s, times = times[0], times[spec["warmup"]:]
+        res = dict(spec, seconds=min(times), first_s=first_s, build_s=build_s, rss_after_build_mb=rss_model, peak_rss_mb=rss_mb(),
                    finite=bool(torch.isfinite(out["depth"]).all()))
         if device.type == "cuda":
             res["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -355,8 +357,9 @@ def main() -> int:
     parser.add_argument("--compare_plain", action="store_true",
                         help="full-size model: ours vs plain diffusers in one process, interleaved (ratios, peak memory)")
     parser.add_argument("--profile", action="store_true", help="with --compare_plain: torch.profiler table by operator")
-    parser.add_argument("--channels_last", action="store_true", help="with --compare_plain: channels_last memory format")
-    parser.add_argument("--compile", action="store_true", help="with --compare_plain: torch.compile the networks")
+    parser.add_argument("--channels_last", action="store_true", help="channels_last memory format")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the networks (the first call compiles: its seconds are printed apart)")
     parser.add_argument("--tiled_decoding", action="store_true",
                         help="exact low-memory VAE decoding in bands of rows (Pager.enable_tiled_decoding; with "
                              "--compare_plain for both models)")
@@ -365,6 +368,8 @@ def main() -> int:
         args.models, args.face_sizes, args.dtypes, args.repeats, args.warmup, args.threads = ["tiny"], [32], ["fp32"], 1, 0, 1
         if args.compare_plain:
             args.face_sizes = [64]  # the SD-2 structure needs multiples of 64
+    if args.compile and args.warmup < 1 and not args._worker:
+        parser.error("--compile needs --warmup >= 1 (the first call compiles)")
     if args._worker:
         print(json.dumps(worker(json.loads(args._worker))))
         return 0
@@ -384,12 +389,17 @@ def main() -> int:
             for fs in args.face_sizes:
                 for dt in args.dtypes:
                     specs.append(dict(model=model, face_size=fs, dtype=dt, device=args.device, repeats=args.repeats,
-                                      warmup=args.warmup, threads=args.threads, tiled_decoding=args.tiled_decoding))
+                                      warmup=args.warmup, threads=args.threads, tiled_decoding=args.tiled_decoding,
+                                      channels_last=args.channels_last, compile=args.compile))
     import platform
 
     print(f"PaGeR inference, one 1024x512 panorama, device={args.device}, python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs; best of {args.repeats} after {args.warmup} warm-up")
-    head = f"{'model':<6} {'layers':<9} {'face':>5} {'dtype':<5} {'seconds':>9} {'peak RSS MB':>12} {'RSS model MB':>13}"
+    flags = [f for f in ("channels_last", "compile", "tiled_decoding") if getattr(args, f)]
+    if flags:
+        print("fast path: " + ", ".join(flags))
+    head = (f"{'model':<6} {'layers':<9} {'face':>5} {'dtype':<5} {'seconds':>9} {'first call s':>12} {'peak RSS MB':>12} "
+            f"{'RSS model MB':>13}")
     if args.device.startswith("cuda"):
         head += f" {'peak CUDA MB':>13}"
     print(head)
@@ -401,7 +411,7 @@ def main() -> int:
             print(f"{spec['model']:<6} {layers:<9} {spec['face_size']:>5} {spec['dtype']:<5} error: {r['error']}")
             failed += 1
             continue
-        line = (f"{r['model']:<6} {layers:<9} {r['face_size']:>5} {r['dtype']:<5} {r['seconds']:>9.3f} "
+        line = (f"{r['model']:<6} {layers:<9} {r['face_size']:>5} {r['dtype']:<5} {r['seconds']:>9.3f} {r['first_s']:>12.3f} "
                 f"{r['peak_rss_mb']:>12.0f} {r['rss_after_build_mb']:>13.0f}")
         if "peak_cuda_mb" in r:
             line += f" {r['peak_cuda_mb']:>13.0f}"

@@ -130,3 +130,51 @@ def test_unknown_key_refused_at_every_entry(tmp_path, entry):
     assert str(path) in errors and "did you mean" in errors and "Traceback" not in errors
     assert not {"torch", "diffusers", "accelerate"} & imported, "reported only after the heavy imports"
     assert not any(p.name != path.name for p in tmp_path.iterdir())  # nothing written
+
+
+def _literal_values(cls, name):
+    """The string values a schema field's Literal (possibly inside Optional / Union) allows."""
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    def walk(tp):
+        if get_origin(tp) is Literal:
+            return {a for a in get_args(tp) if isinstance(a, str)}
+        return set().union(*(walk(a) for a in get_args(tp))) if get_args(tp) else set()
+
+    return walk(get_type_hints(cls)[name])
+
+
+def _runtime_choices():
+    """(schema class, field, the values the code that consumes the field accepts)."""
+    from pager.cli.common import DTYPE_CHOICES
+    from pager.config_schema import DataSection, InferenceConfig, ModelSection, ValidationSection
+    from pager.data.dataset import SCENES
+    from pager.evaluation.metrics import ALIGNMENT_TYPES
+    from pager.geometry import STITCHING_MODES
+    from pager.geometry.cube_padding import CUBE_PADDING_MODES
+    from pager.model import loading
+    from pager.model.panorama_layers import ATTENTION_BACKENDS, ROPE_TOKEN_ORDERS
+    from pager.model.pager_model import DTYPES
+
+    return [
+        (InferenceConfig, "dtype", set(DTYPE_CHOICES), set(DTYPES)),
+        (InferenceConfig, "stitching", set(STITCHING_MODES), None),
+        (InferenceConfig, "scenes", set(SCENES), None),
+        (DataSection, "scenes", set(SCENES), None),
+        (ModelSection, "cube_padding", set(CUBE_PADDING_MODES), set(loading.CUBE_PADDING_MODES)),
+        (ModelSection, "normals_frame", set(loading.NORMALS_FRAMES), None),
+        (ModelSection, "unet_positional_encoding", set(loading.POSITIONAL_ENCODINGS), None),
+        (ModelSection, "attention_backend", set(ATTENTION_BACKENDS), None),
+        (ModelSection, "vae_rope_token_order", set(ROPE_TOKEN_ORDERS), None),
+        (ValidationSection, "val_alignment", (set(ALIGNMENT_TYPES) - {"none"}) | {"auto"}, None),
+    ]
+
+
+def test_schema_choices_are_the_codes_choices():
+    """Every enumerated config value the schema accepts is one the code accepts, and vice versa: the schema's
+    Literals are a second spelling of the runtime tuples (CLI choices, loader checks), so they must not drift."""
+    for cls, name, runtime, parser_accepts in _runtime_choices():
+        schema = _literal_values(cls, name)
+        assert schema == runtime, (cls.__name__, name, schema ^ runtime)
+        if parser_accepts is not None:
+            assert runtime <= parser_accepts, (cls.__name__, name, runtime - parser_accepts)

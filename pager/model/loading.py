@@ -27,6 +27,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
+# ``model.cube_padding`` values; a checkpoint without the key is a released one and uses "reference"
+from pager.geometry.cube_padding import CUBE_PADDING_MODES
+
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
@@ -34,9 +37,6 @@ PathLike = Union[str, os.PathLike]
 MODALITIES = ("depth", "normals")
 POSITIONAL_ENCODINGS = ("uv", "RoPE", "none")
 NORMALS_FRAMES = ("reference", "pager")
-#: ``model.cube_padding`` values (see :func:`pager.geometry.cube_padding.cube_pad`); a checkpoint without the
-#: key is a released one and uses ``"reference"``.
-CUBE_PADDING_MODES = ("reference", "geometric")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 EMPTY_PROMPT_FILE = "empty_prompt_embedding.safetensors"
 DEFAULT_MIN_DEPTH = 0.01
