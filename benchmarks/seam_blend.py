@@ -6,7 +6,8 @@ Rows, each over the same panoramas:
 
 - ``default <padding>``: the embedded default model on procedural scenes (``render_scene``, seeds from
   ``--seed``: the held-out seeds of ``scripts/train_default.sh``), its VAE and UNets converted to the cube
-  padding named (``reference`` is how it was trained and ships; ``geometric`` is an inference-time override);
+  padding named (``geometric`` is how the default model v2 was trained and ships; ``reference`` is an inference-time
+  override, the padding v1 was trained with);
 - ``tiny <padding>``: tiny random checkpoints (``build_tiny_checkpoint`` seeds 0-2, faces of 32 px) on smooth
   random panoramas (64x128);
 - ``truth``: the ground-truth depth of the same scenes.

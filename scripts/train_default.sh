@@ -216,6 +216,7 @@ if has eval; then  # the embedded default model (no --checkpoint_path), re-run e
   python inference.py --dataset Synthetic --data_path "$DATA/heldout" --split test --results_path "$E" \
     --pred_only --generate_eval --overwrite --no_progress
   evaluate_heldout "$E/default-depth" "$E/default-normals" "$E"
+  python scripts/default_model/collect_metrics.py "$E" "$E/metrics.json" --label "the embedded default model"
   cat "$E/depth_both.txt" "$E/normals_both.txt"
 fi
 if todo eval_v2 "eval_$V2_FINAL"; then  # the $V2_FINAL checkpoints (fp32; the packaged fp16 copy predicts the same to ~1e-3)
@@ -223,6 +224,7 @@ if todo eval_v2 "eval_$V2_FINAL"; then  # the $V2_FINAL checkpoints (fp32; the p
   infer_heldout "$RUN/$V2_FINAL/default_depth/checkpoint-last" "$E/depth"
   infer_heldout "$RUN/$V2_FINAL/default_normals/checkpoint-last" "$E/normals"
   evaluate_heldout "$E/depth" "$E/normals" "$E"
+  python scripts/default_model/collect_metrics.py "$E" "$E/metrics.json" --label "$V2_FINAL checkpoints (fp32)"
   done_ "eval_$V2_FINAL"
 fi
 if todo eval_v1; then  # the same figures of v1 (the weights committed at $V1_COMMIT, reference padding)
