@@ -7,7 +7,8 @@ Models (random weights; speed does not depend on the values):
          (in_channels 8) + the SD VAE, one depth modality, RoPE, panorama-wide layers (``--full``; slow on CPU)
 
 Each configuration runs in a fresh subprocess so that the CPU peak memory (max RSS) is its own; on CUDA the
-peak is ``torch.cuda.max_memory_allocated``. Examples::
+peak is ``torch.cuda.max_memory_allocated``. ``seconds`` is wall time, ``CPU s`` the process CPU time of the same
+call (all threads; on a loaded machine with ``--threads 1`` it is the figure that load does not inflate). Examples::
 
     python benchmarks/inference.py                                  # tiny model, faces 256/512, fp32/bf16
     python benchmarks/inference.py --full --face_sizes 256 --dtypes fp32 --models full
@@ -103,16 +104,18 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+        cpu: List[float] = []
         for _ in range(spec["warmup"] + spec["repeats"]):
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             out = model.predict(x, face_size=spec["face_size"])
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
-        first_s, times = times[0], times[spec["warmup"]:]
-        res = dict(spec, seconds=min(times), first_s=first_s, build_s=build_s, rss_after_build_mb=rss_model, peak_rss_mb=rss_mb(),
+            cpu.append(time.process_time() - c)
+        first_s, times, cpu = times[0], times[spec["warmup"]:], cpu[spec["warmup"]:]
+        res = dict(spec, seconds=min(times), cpu_s=min(cpu), first_s=first_s, build_s=build_s, rss_after_build_mb=rss_model, peak_rss_mb=rss_mb(),
                    finite=bool(torch.isfinite(out["depth"]).all()))
         if device.type == "cuda":
             res["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -398,7 +401,7 @@ def main() -> int:
     flags = [f for f in ("channels_last", "compile", "tiled_decoding") if getattr(args, f)]
     if flags:
         print("fast path: " + ", ".join(flags))
-    head = (f"{'model':<6} {'layers':<9} {'face':>5} {'dtype':<5} {'seconds':>9} {'first call s':>12} {'peak RSS MB':>12} "
+    head = (f"{'model':<6} {'layers':<9} {'face':>5} {'dtype':<5} {'seconds':>9} {'CPU s':>9} {'first call s':>12} {'peak RSS MB':>12} "
             f"{'RSS model MB':>13}")
     if args.device.startswith("cuda"):
         head += f" {'peak CUDA MB':>13}"
@@ -411,7 +414,7 @@ def main() -> int:
             print(f"{spec['model']:<6} {layers:<9} {spec['face_size']:>5} {spec['dtype']:<5} error: {r['error']}")
             failed += 1
             continue
-        line = (f"{r['model']:<6} {layers:<9} {r['face_size']:>5} {r['dtype']:<5} {r['seconds']:>9.3f} {r['first_s']:>12.3f} "
+        line = (f"{r['model']:<6} {layers:<9} {r['face_size']:>5} {r['dtype']:<5} {r['seconds']:>9.3f} {r['cpu_s']:>9.3f} {r['first_s']:>12.3f} "
                 f"{r['peak_rss_mb']:>12.0f} {r['rss_after_build_mb']:>13.0f}")
         if "peak_cuda_mb" in r:
             line += f" {r['peak_cuda_mb']:>13.0f}"
