@@ -54,6 +54,8 @@ SD_VAE = dict(
     norm_num_groups=32,
     sample_size=768,
 )
+#: --smoke: the SD VAE's block structure with few channels (checks that the script runs, in seconds)
+SMOKE_VAE = dict(SD_VAE, block_out_channels=[32, 32, 64, 64])
 VARIANTS = ("plain", "panorama", "panorama+rope")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -87,7 +89,7 @@ def worker(args: argparse.Namespace) -> dict:
     if args.model == "unet":
         model = UNet2DConditionModel(**{**SD2_UNET, "in_channels": args.in_channels, "sample_size": latent})
     else:
-        model = AutoencoderKL(**SD_VAE)
+        model = AutoencoderKL(**(SMOKE_VAE if args.smoke else SD_VAE))
     model = model.to(device=device, dtype=dtype).eval()
     if args.variant != "plain":
         rope = args.variant == "panorama+rope"
@@ -208,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, os.path.abspath(__file__), "--worker", model, variant, "--face", str(args.face),
                    "--panoramas", str(args.panoramas), "--in-channels", str(args.in_channels), "--dtype", args.dtype,
                    "--device", args.device, "--threads", str(args.threads), "--repeats", str(args.repeats)]
+            cmd += ["--smoke"] if args.smoke else []
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode:
                 print(f"{model:<5} {variant:<14} FAILED: {proc.stderr.strip().splitlines()[-1:]}", flush=True)

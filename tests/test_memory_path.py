@@ -9,8 +9,6 @@ process and reads the child's own peak RSS.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -292,7 +290,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_predict_peak_memory_is_bounded_by_the_outputs(tiny_checkpoints, tmp_path):
+def test_predict_peak_memory_is_bounded_by_the_outputs(tiny_checkpoints, tmp_path, script_runner):
     """``pager predict`` (depth + normals, every output file) of a 3072x1536 panorama with a tiny checkpoint:
     the peak RSS above the warmed-up process stays under twice the arrays it returns and writes (depth and
     normals float32, masks, uint8 RGB: 22 bytes per pixel; the factor 2 leaves room for the writers' uint8/uint16
@@ -307,8 +305,11 @@ def test_predict_peak_memory_is_bounded_by_the_outputs(tiny_checkpoints, tmp_pat
     root, ck, nck = tiny_checkpoints
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", PAGER_CACHE_DIR=str(root / "cache"))
     width = 3072  # 4.7 M pixels: above C2E_CACHE_PIXELS, so stitched band by band like 8K panoramas
-    proc = subprocess.run([sys.executable, "-c", CHILD, f"{ck},{nck}", str(tmp_path), str(width)], capture_output=True,
-                          text=True, env=env, timeout=600, cwd=str(tmp_path))
+    # a process of its own (forked from the suite's script server: torch / diffusers already imported), which
+    # measures its own peak above its warmed-up state
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    proc = script_runner.run(child, [f"{ck},{nck}", str(tmp_path), str(width)], cwd=tmp_path, env=env, timeout=600)
     if proc.returncode != 0 and "clear_refs" in proc.stderr:
         pytest.skip("this kernel does not let a process reset its peak RSS")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -195,7 +194,10 @@ def test_pager_uses_tiled_decoding_for_inference_only(fidelity, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------ memory
 _MEMORY_SCRIPT = textwrap.dedent("""
-    import json, sys, torch
+    import ctypes, json, sys, torch
+    # blocks over 1 MiB mmapped and unmapped when freed (glibc's M_MMAP_THRESHOLD = -3; as the environment variable
+    # MALLOC_MMAP_THRESHOLD_ would set it at start-up): the resident peak is the live peak, not a retained heap
+    assert ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20) == 1
     torch.set_num_threads(1)
     from pager.model.default_arch import build_default_vae
     from pager.geometry import convert_to_cube_padding
@@ -228,19 +230,18 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _peaks(latent: int, modes) -> dict:
+def _peaks(runner, folder: Path, latent: int, modes) -> dict:
     """Peak resident bytes added by decoding ``[6, 4, latent, latent]`` in each mode of ``modes``, measured one
-    after the other in one fresh process (VmHWM reset before each)."""
-    proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(latent), *modes], capture_output=True, text=True,
-                          timeout=600, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-                                                      # blocks over 1 MiB mmapped, unmapped when freed: the
-                                                      # resident peak is the live peak, not glibc's retained heap
-                                                      "MALLOC_MMAP_THRESHOLD_": "1048576"})
+    after the other in one process of its own (forked from the suite's script server; VmHWM reset before each)."""
+    script = folder / "decode_memory.py"
+    script.write_text(_MEMORY_SCRIPT)
+    proc = runner.run(script, [str(latent), *modes], cwd=folder, timeout=600,
+                      env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_tiled_decoding_peak_memory_is_structurally_smaller():
+def test_tiled_decoding_peak_memory_is_structurally_smaller(script_runner, tmp_path):
     """The default model's VAE (widths 16/32/64/64) decoding one panorama of 256 px faces: L = one float32 map of
     the largest size (32 channels x 256^2 x 6 faces, 50 MB). The untiled decoder holds at least 3.25 L at once
     (its last upsampler: input L/4, the upsampled map, its padded copy and the output; its first full-size ResNet
@@ -255,7 +256,7 @@ def test_tiled_decoding_peak_memory_is_structurally_smaller():
     big = 6 * 32 * 256 * 256 * 4
     # one process, tiled first: whatever the allocator keeps from the tiled run can only lower the untiled peak
     # measured after it, i.e. shrink the difference asserted below (the check stays conservative)
-    peaks = _peaks(32, ["tiled", "untiled"])
+    peaks = _peaks(script_runner, tmp_path, 32, ["tiled", "untiled"])
     tiled, untiled = peaks["tiled"], peaks["untiled"]
     assert tiled <= 2.5 * big, (tiled / big, untiled / big)
     assert untiled - tiled >= 1.5 * big, (tiled / big, untiled / big)
