@@ -108,6 +108,11 @@ VALUE_RULES: Dict[str, Rule] = {
 
 Modality = Literal["depth", "normals", "normal"]
 Scenes = Literal["indoor", "outdoor", "both"]
+DtypeName = Literal["float32", "fp32", "float16", "fp16", "bfloat16", "bf16"]
+#: The same values as tuples, for argparse ``choices`` (this module imports no torch, so parsers stay fast).
+MODALITY_NAMES: Tuple[str, ...] = get_args(Modality)
+SCENES: Tuple[str, ...] = get_args(Scenes)
+DTYPE_NAMES: Tuple[str, ...] = get_args(DtypeName)
 
 
 @dataclass
@@ -244,7 +249,7 @@ class InferenceConfig:
     enable_xformers: bool
     face_size: Optional[int]
     batch_size: int
-    dtype: Literal["float32", "fp32", "float16", "fp16", "bfloat16", "bf16"]
+    dtype: DtypeName
     device: Optional[str]
     skip_bad_samples: bool
     stitching: Literal["exact", "reference"]
@@ -508,6 +513,7 @@ def leaf_choices(name: str, kind: str = "training") -> Optional[Tuple[Any, ...]]
 
 
 __all__ = [
-    "ConfigError", "InferenceConfig", "Rule", "TrainingConfig", "VALUE_RULES", "convert_value", "leaf_choices",
+    "ConfigError", "DTYPE_NAMES", "InferenceConfig", "MODALITY_NAMES", "Rule", "SCENES", "TrainingConfig", "VALUE_RULES",
+    "convert_value", "leaf_choices",
     "option_type", "schema_fields", "validate_config", "validate_mapping",
 ]

@@ -21,7 +21,7 @@ import argparse
 import logging
 from typing import Any, Callable, Iterator, List, Optional
 
-from pager.config_schema import VALUE_RULES
+from pager.config_schema import DTYPE_NAMES, MODALITY_NAMES, VALUE_RULES
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 DEVICE_OPTIONS = ("device",)
 
 #: Spellings accepted by ``--dtype`` (as ``PagerPipeline.from_pretrained(torch_dtype=...)``).
-DTYPE_CHOICES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16")
+DTYPE_CHOICES = DTYPE_NAMES
 
 
 def _model_option_specs(unit: str) -> dict:
@@ -41,7 +41,7 @@ def _model_option_specs(unit: str) -> dict:
             nargs="+", default=None,
             help="checkpoint folder(s) or Hugging Face repo id(s); default: the embedded default model")),
         "modalities": (("--modalities",), dict(
-            nargs="+", default=None, choices=("depth", "normals", "normal"),
+            nargs="+", default=None, choices=MODALITY_NAMES,
             help="what to predict (default: every modality of the loaded checkpoints)")),
         "variant": (("--variant",), dict(default=None, choices=("EMA", "original"),
                                          help="UNet variant of a training checkpoint")),

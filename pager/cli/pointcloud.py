@@ -29,6 +29,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from pager.config_schema import SCENES
+
 logger = logging.getLogger(__name__)
 
 RGB_SIDE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -73,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="results folder holding the normals predictions (same layout)")
     parser.add_argument("--data_path", default=None, help="dataset root (RGB colours and ids of the test split)")
     parser.add_argument("--dataset", default=None, help="dataset name, e.g. PanoInfinigen, Matterport3D360, Synthetic")
-    parser.add_argument("--scenes", default="both", choices=("indoor", "outdoor", "both"), help="scene type of the dataset")
+    parser.add_argument("--scenes", default="both", choices=SCENES, help="scene type of the dataset")
     parser.add_argument("--use_dataset_mask", action="store_true",
                         help="also drop pixels outside the dataset's ground-truth valid mask (as the reference did)")
     # one panorama

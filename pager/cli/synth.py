@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from pager.config_schema import SCENES
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``synth`` and its arguments."""
@@ -28,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=None,
                    help="number of scenes (or sequences with --sequence) in total, split between indoor and outdoor for 'both' (default 200; 2 sequences)")
     p.add_argument("--height", type=int, default=512, help="panorama height in pixels (width = 2 * height)")
-    p.add_argument("--scenes", choices=("indoor", "outdoor", "both"), default="both")
+    p.add_argument("--scenes", choices=SCENES, default="both")
     p.add_argument("--seed", type=int, default=0, help="base seed; the same seed gives the same files")
     p.add_argument("--format", choices=("files", "lmdb"), default="files", help="plain files or PanoInfinigen LMDB shards")
     p.add_argument("--supersample", type=int, default=1, help="s x s rays per pixel for anti-aliased RGB")

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from pager.config_schema import SCENES
 from pager.geometry import erp_to_cubemap, roll_erp, roll_normals
 from pager.geometry.depth_encoding import VALID_MAX_FACTOR, VALID_MIN_FACTOR
 
@@ -50,7 +51,6 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 SPLITS = ("train", "val", "tiny_val", "test")
-SCENES = ("indoor", "outdoor", "both")
 
 
 class BadSampleError(ValueError):

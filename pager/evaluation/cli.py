@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Any, Optional, Sequence
 
+from pager.config_schema import SCENES
 from pager.evaluation.names import ALIGNMENT_TYPES, TASKS
 
 _DESCRIPTIONS = {
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser, task: str) -> argparse.Argume
     parser.add_argument("--dataset", type=str, required=need_gt,
                         help="dataset name (e.g. Matterport3D360, Stanford2D3DS, Structured3D, Replica360_4K)")
     parser.add_argument("--split", type=str, default="test", help="dataset split (default: test)")
-    parser.add_argument("--scenes", type=str, default="both", choices=("indoor", "outdoor", "both"),
+    parser.add_argument("--scenes", type=str, default="both", choices=SCENES,
                         help="scene types to evaluate (default: both)")
     parser.add_argument("--strict", action="store_true",
                         help="fail on a missing, unreadable, wrongly shaped or non-finite prediction")

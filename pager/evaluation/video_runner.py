@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from pager.config_schema import SCENES
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["evaluate_sequence", "predict_sequence", "build_parser", "run", "main"]
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data_path", required=True, help="a `pager synth --sequence` folder or one sequence folder")
     parser.add_argument("--pred_path", default=None, help="`pager video` output folder (one sequence) or folder of <seq_id>/ outputs")
     parser.add_argument("--predict", action="store_true", help="run the model here and compare independent / aligned / filtered")
-    parser.add_argument("--scenes", choices=("indoor", "outdoor", "both"), default="both")
+    parser.add_argument("--scenes", choices=SCENES, default="both")
     parser.add_argument("--temporal_filter", type=float, default=0.5, help="filter strength of the aligned+filter variant")
     parser.add_argument("--tau", type=float, default=0.05, help="agreement scale of alignment and filter (log depth)")
     parser.add_argument("--motion_compensation", choices=("pose", "yaw", "none"), default="pose",
