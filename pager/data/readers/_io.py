@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import struct
 from pathlib import Path
-from typing import List, Union
+from typing import List, Sequence, Union
 
 import numpy as np
 
@@ -81,3 +81,27 @@ def read_list(path: Union[str, Path], what: str = "split file") -> List[str]:
         if line:
             lines.append(line)
     return lines
+
+
+def stems_by_suffix(folder: Union[str, Path], suffixes: Sequence[str], recursive: bool = False) -> List[str]:
+    """Sorted stems of the files ``<stem><suffix>`` in ``folder`` for ANY of ``suffixes`` (one per modality).
+
+    Readers discover a dataset's samples with this union over every file a sample has (RGB, depth,
+    normals, mask), never by globbing one modality: a sample whose RGB is missing but whose depth exists
+    (or the reverse) still becomes a record, and its missing file is then reported like any other
+    (an error naming it, or a counted skip with ``skip_bad_samples``). With ``recursive`` the stems are
+    paths relative to ``folder`` (``sub/name``). A missing folder gives ``[]``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stems = set()
+    for path in folder.rglob("*") if recursive else folder.iterdir():
+        if not path.is_file():
+            continue
+        for suffix in suffixes:
+            if path.name.endswith(suffix) and len(path.name) > len(suffix):
+                rel = path.relative_to(folder).as_posix() if recursive else path.name
+                stems.add(rel[: -len(suffix)])
+                break
+    return sorted(stems)

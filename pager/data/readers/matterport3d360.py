@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import List
 
 from pager.data.dataset import PanoramaDataset, RawSample, SampleRecord, safe_id
-from pager.data.readers._io import read_dpt, read_list, read_rgb
+from pager.data.readers._io import read_dpt, read_list, read_rgb, stems_by_suffix
 
 
 class Matterport3D360(PanoramaDataset):
@@ -23,20 +23,29 @@ class Matterport3D360(PanoramaDataset):
     EVAL_BAND = 0.14
 
     def list_records(self, root: Path, split: str, scenes: str) -> List[SampleRecord]:
-        wanted = set(read_list(root / f"scenes_{split}.txt", what=f"{self.NAME} split file"))
+        split_file = root / f"scenes_{split}.txt"
+        wanted = set(read_list(split_file, what=f"{self.NAME} split file"))
         records = []
+        found = set()
         for scene_dir in sorted(root.glob("*/data/*")):
             if not scene_dir.is_dir() or scene_dir.name not in wanted:
                 continue
-            for rgb in sorted(scene_dir.glob("*_rgb.png")):
-                key = rgb.name[: -len("_rgb.png")]
+            found.add(scene_dir.name)
+            # the union over both files of a view: a view missing either is listed and reported
+            for key in stems_by_suffix(scene_dir, ("_rgb.png", "_depth.dpt")):
                 records.append(
                     SampleRecord(
                         id=safe_id(scene_dir.name, key),
-                        files={"rgb": rgb, "depth": rgb.with_name(f"{key}_depth.dpt")},
+                        files={"rgb": scene_dir / f"{key}_rgb.png", "depth": scene_dir / f"{key}_depth.dpt"},
                         reference_id=key,
                     )
                 )
+        missing = sorted(wanted - found)
+        if missing:
+            raise FileNotFoundError(
+                f"{self.NAME}: {len(missing)} scene(s) listed in {split_file} not found as {root}/*/data/<scene>: "
+                + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            )
         return records
 
     def describe_search(self, root: Path, split: str) -> str:

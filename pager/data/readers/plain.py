@@ -28,9 +28,12 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 from pager.data.dataset import RawSample, SampleRecord, safe_id
-from pager.data.readers._io import read_image, read_list, read_png16, read_rgb
+from pager.data.readers._io import read_image, read_list, read_png16, read_rgb, stems_by_suffix
 
-_VIEW_RE = re.compile(r"^(\d+)_rgb\.png$")
+# every file a view may have: views are the union over all of them (a view whose RGB is missing but whose
+# depth exists is still listed, and its missing file is reported when it is checked or read)
+VIEW_SUFFIXES = ("_rgb.png", "_depth.png", "_normals.npy", "_normals.png", "_mask.png")
+_VIEW_RE = re.compile(r"^\d+$")
 
 DEFAULT_META: Dict[str, Any] = {"depth_scale": 0.001, "depth_invalid": 0, "normals_frame": "pager"}
 
@@ -55,8 +58,10 @@ def read_meta(root: Path) -> Dict[str, Any]:
 
 
 def has_plain_layout(split_dir: Path) -> bool:
-    """Whether ``split_dir`` (``<root>/<scene_type>/<split>``) holds scene folders with ``*_rgb.png``."""
-    return split_dir.is_dir() and any(split_dir.glob("*/*_rgb.png"))
+    """Whether ``split_dir`` (``<root>/<scene_type>/<split>``) holds scene folders with view files (any modality)."""
+    return split_dir.is_dir() and any(
+        any(_VIEW_RE.match(v) for v in stems_by_suffix(d, VIEW_SUFFIXES)) for d in split_dir.iterdir() if d.is_dir()
+    )
 
 
 def list_plain(root: Path, split: str, scene_types: Sequence[str]) -> List[SampleRecord]:
@@ -75,12 +80,10 @@ def list_plain(root: Path, split: str, scene_types: Sequence[str]) -> List[Sampl
         for scene_dir in scene_dirs:
             if not scene_dir.is_dir():
                 raise FileNotFoundError(f"scene folder listed in {list_file} not found: {scene_dir}")
-            for rgb in sorted(scene_dir.glob("*_rgb.png")):
-                m = _VIEW_RE.match(rgb.name)
-                if not m:
+            for view in stems_by_suffix(scene_dir, VIEW_SUFFIXES):
+                if not _VIEW_RE.match(view):
                     continue
-                view = m.group(1)
-                files = {"rgb": rgb, "depth": scene_dir / f"{view}_depth.png"}
+                files = {"rgb": scene_dir / f"{view}_rgb.png", "depth": scene_dir / f"{view}_depth.png"}
                 for name in (f"{view}_normals.npy", f"{view}_normals.png"):
                     if (scene_dir / name).exists():
                         files["normals"] = scene_dir / name

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import List
 
 from pager.data.dataset import PanoramaDataset, RawSample, SampleRecord, safe_id
-from pager.data.readers._io import read_dpt, read_image, read_list, read_rgb
+from pager.data.readers._io import read_dpt, read_image, read_list, read_rgb, stems_by_suffix
 
 SUFFIX = "_rgb_pano.jpg"
+SUFFIXES = (SUFFIX, "_depth_pano.dpt", "_mask_pano.png")  # every file of a panorama
 
 
 class Replica360_4K(PanoramaDataset):
@@ -29,19 +30,25 @@ class Replica360_4K(PanoramaDataset):
         split_file = root / f"{split}.txt"
         wanted = set(read_list(split_file, what=f"{self.NAME} split file")) if split_file.is_file() else None
         records = []
+        if wanted is not None:
+            missing = sorted(s for s in wanted if not (root / s).is_dir())
+            if missing:
+                raise FileNotFoundError(f"{self.NAME}: scene folder(s) listed in {split_file} not found in {root}: "
+                                        + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
         for scene_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             if wanted is not None and scene_dir.name not in wanted:
                 continue
-            for rgb in sorted(scene_dir.glob(f"*{SUFFIX}")):
-                name = rgb.name[: -len(SUFFIX)]
+            # the union over all files of a panorama: one missing its RGB (or depth, mask) is listed and reported
+            for name in stems_by_suffix(scene_dir, SUFFIXES):
+                rgb = scene_dir / f"{name}{SUFFIX}"
                 records.append(
                     SampleRecord(
                         id=safe_id(scene_dir.name, name),
                         reference_id=f"{scene_dir.name}_{rgb.name[:4]}",
                         files={
                             "rgb": rgb,
-                            "depth": rgb.with_name(f"{name}_depth_pano.dpt"),
-                            "mask": rgb.with_name(f"{name}_mask_pano.png"),
+                            "depth": scene_dir / f"{name}_depth_pano.dpt",
+                            "mask": scene_dir / f"{name}_mask_pano.png",
                         },
                     )
                 )

@@ -19,7 +19,7 @@ from typing import List
 import numpy as np
 
 from pager.data.dataset import PanoramaDataset, RawSample, SampleRecord, safe_id
-from pager.data.readers._io import read_list, read_png16, read_rgb
+from pager.data.readers._io import read_list, read_png16, read_rgb, stems_by_suffix
 
 
 class ScannetPP(PanoramaDataset):
@@ -34,14 +34,21 @@ class ScannetPP(PanoramaDataset):
 
     def list_records(self, root: Path, split: str, scenes: str) -> List[SampleRecord]:
         records = []
-        for scene in read_list(self.split_file(root, split), what=f"{self.NAME} split file"):
-            images = root / "data" / scene / "panocam" / "resized_images"
-            for rgb in sorted(images.rglob("*.jpg")):
-                rel = rgb.relative_to(images)
-                depth = images.parent / "resized_depth" / rel.parent / f"{rgb.stem}.png"
+        split_file = self.split_file(root, split)
+        for scene in read_list(split_file, what=f"{self.NAME} split file"):
+            pano = root / "data" / scene / "panocam"
+            if not pano.is_dir():
+                raise FileNotFoundError(f"{self.NAME}: scene {scene} listed in {split_file} not found: {pano}")
+            images, depths = pano / "resized_images", pano / "resized_depth"
+            # the union over RGB and depth: a frame missing either is listed and reported
+            stems = set(stems_by_suffix(images, (".jpg",), recursive=True))
+            stems.update(stems_by_suffix(depths, (".png",), recursive=True))
+            for stem in sorted(stems):
+                rel = Path(stem)
                 records.append(
-                    SampleRecord(id=safe_id(scene, *rel.parent.parts, rgb.stem), files={"rgb": rgb, "depth": depth},
-                                 reference_id=f"{scene}_{rgb.stem}")
+                    SampleRecord(id=safe_id(scene, *rel.parent.parts, rel.name),
+                                 files={"rgb": images / f"{stem}.jpg", "depth": depths / f"{stem}.png"},
+                                 reference_id=f"{scene}_{rel.name}")
                 )
         return records
 

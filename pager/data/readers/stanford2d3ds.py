@@ -19,7 +19,7 @@ from typing import List
 import numpy as np
 
 from pager.data.dataset import PanoramaDataset, RawSample, SampleRecord, safe_id
-from pager.data.readers._io import read_list, read_png16, read_rgb
+from pager.data.readers._io import read_list, read_png16, read_rgb, stems_by_suffix
 
 STANFORD_DEPTH_UNIT = 1.0 / 512.0  # metres per step
 STANFORD_MISSING = 65535
@@ -33,15 +33,24 @@ class Stanford2D3DS(PanoramaDataset):
         split_file = root / f"{split}.txt"
         areas = set(read_list(split_file, what=f"{self.NAME} split file")) if split_file.is_file() else None
         records = []
-        for rgb in sorted(root.rglob("*_rgb.png")):
-            if rgb.parent.name != "rgb":
-                continue
+        # every folder holding rgb/ or depth/: its panoramas are the union over both (one missing its RGB
+        # or its depth is listed, and the missing file reported)
+        pano_dirs = sorted({p.parent for p in root.rglob("*") if p.is_dir() and p.name in ("rgb", "depth")})
+        pairs = [(d, stem) for d in pano_dirs
+                 for stem in sorted(set(stems_by_suffix(d / "rgb", ("_rgb.png",))) | set(stems_by_suffix(d / "depth", ("_depth.png",))))]
+        if areas is not None:
+            found = {part for d, _ in pairs for part in d.relative_to(root).parts}
+            missing = sorted(areas - found)
+            if missing:
+                raise FileNotFoundError(f"{self.NAME}: area(s) listed in {split_file} hold no rgb/ or depth/ folder under {root}: "
+                                        + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+        for pano_dir, stem in pairs:
+            rgb = pano_dir / "rgb" / f"{stem}_rgb.png"
             rel = rgb.relative_to(root)
             if areas is not None and not areas.intersection(rel.parts[:-1]):
                 continue
-            stem = rgb.name[: -len("_rgb.png")]
             short = stem[: -len("_frame_equirectangular_domain")] if stem.endswith("_frame_equirectangular_domain") else stem
-            depth = rgb.parent.parent / "depth" / f"{stem}_depth.png"
+            depth = pano_dir / "depth" / f"{stem}_depth.png"
             # the original dataloader's id: the file name without "_frame_equirectangular_domain_rgb.png"
             ref = short if short != stem else None
             records.append(SampleRecord(id=safe_id(*rel.parts[:-2], short), files={"rgb": rgb, "depth": depth},

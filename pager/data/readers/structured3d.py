@@ -50,8 +50,12 @@ class Structured3D(PanoramaDataset):
             m = _SCENE_RE.match(scene_dir.name)
             if not m or int(m.group(1)) not in ids:
                 continue
-            for rgb in sorted(scene_dir.glob("2D_rendering/*/panorama/full/rgb_rawlight.png")):
-                full = rgb.parent
+            # every panorama folder holding any of its files (not only the RGB): one missing its RGB,
+            # depth or normals is listed, and the missing file reported
+            fulls = sorted(d for d in scene_dir.glob("2D_rendering/*/panorama/full")
+                           if any((d / n).is_file() for n in ("rgb_rawlight.png", "depth.png", "normal.png", "normals.png")))
+            for full in fulls:
+                rgb = full / "rgb_rawlight.png"
                 normal = full / "normal.png"
                 if not normal.exists() and (full / "normals.png").exists():
                     normal = full / "normals.png"

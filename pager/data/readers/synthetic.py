@@ -39,7 +39,7 @@ class Synthetic(PanoramaDataset):
         return list_plain(root, split, self._scene_types(scenes))
 
     def describe_search(self, root: Path, split: str) -> str:
-        return " and ".join(str(root / t / split) + "/<scene>/*_rgb.png" for t in self._scene_types(self.scenes))
+        return " and ".join(str(root / t / split) + "/<scene>/<view>_{rgb,depth,...}" for t in self._scene_types(self.scenes))
 
     def load_record(self, record: SampleRecord) -> RawSample:
         return load_plain(record, self._meta, self.NAME)
