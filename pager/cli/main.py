@@ -29,6 +29,23 @@ def report_error(prog: str, exc: BaseException, verbose: bool = False) -> None:
         message = str(exc.args[0])
     print(f"{prog}: error: {message}", file=sys.stderr)
 
+#: exit status of a run stopped by Ctrl-C (128 + SIGINT, the shell's convention)
+INTERRUPTED_STATUS = 130
+
+
+def report_interrupt(prog: str, exc: KeyboardInterrupt, verbose: bool = False) -> int:
+    """Print ``<prog>: interrupted[: <what was done>]`` as one line (the traceback before it with ``verbose``);
+    returns :data:`INTERRUPTED_STATUS`. A command states its progress by raising
+    ``KeyboardInterrupt("N of M ... written to DIR; rerun with ... to continue")`` from the original one."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    message = " ".join(str(exc).split())
+    print(f"{prog}: interrupted" + (f": {message}" if message else ""), file=sys.stderr)
+    return INTERRUPTED_STATUS
+
+
 #: command name -> (module, one-line help)
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "predict": ("pager.cli.predict", "predict depth/normals for your own panoramas"),
@@ -67,14 +84,19 @@ def run_script(
     ``<prog>: error: ...`` and exit code 2. The common options of :mod:`pager.cli.common` are added."""
     from pager.cli.common import apply_common_options, finalize_parser
 
-    finalize_parser(parser)
-    args = parser.parse_args(None if argv is None else list(argv))
-    apply_common_options(args)
-    try:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    try:  # Ctrl-C at any point (parsing, imports, the run) is one line and exit code 130
+        finalize_parser(parser)
+        args = parser.parse_args(argv)
+        verbose = bool(getattr(args, "verbose", False))
+        apply_common_options(args)
         return int(run(args) or 0)
     except USER_ERRORS + tuple(extra_errors) as exc:
-        report_error(parser.prog, exc, getattr(args, "verbose", False))
+        report_error(parser.prog, exc, verbose)
         return 2
+    except KeyboardInterrupt as exc:
+        return report_interrupt(parser.prog, exc, verbose)
 
 
 def build_parser(argv: Optional[List[str]] = None, all_commands: bool = False) -> argparse.ArgumentParser:
@@ -94,8 +116,15 @@ def build_parser(argv: Optional[List[str]] = None, all_commands: bool = False) -
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``pager`` console script; returns the exit code."""
+    """Entry point of the ``pager`` console script; returns the exit code (130 after Ctrl-C, one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:  # while parsing or importing (the command's own run is handled in _main)
+        return report_interrupt("pager", exc, "-v" in argv or "--verbose" in argv)
+
+
+def _main(argv: List[str]) -> int:
     parser = build_parser(argv)
     args, _ = parser.parse_known_args(argv)
     if args.command is None:
@@ -114,6 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except USER_ERRORS as exc:
         report_error(f"pager {args.command}", exc, getattr(args, "verbose", False))
         return 2
+    except KeyboardInterrupt as exc:
+        return report_interrupt(f"pager {args.command}", exc, getattr(args, "verbose", False))
 
 
 if __name__ == "__main__":  # pragma: no cover

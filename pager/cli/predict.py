@@ -11,7 +11,9 @@ For every input image ``<stem>`` it writes, atomically, into ``--out``:
   ``metric_depth`` / ``min_depth`` / ``max_depth`` scalars, and the processing options ``stitching`` and
   ``seam_blend``
 
-Existing files are not overwritten unless ``--overwrite`` is given. Several checkpoints can be combined:
+Existing files are not overwritten unless ``--overwrite`` is given; ``--skip_existing`` skips the inputs whose
+files all exist (an interrupted run continues where it stopped; the ``.npz`` is written last, each file atomically,
+so an input cut off half-way lacks it and is predicted again, replacing its partial files). Several checkpoints can be combined:
 ``--checkpoint_path prs-eth/PaGeR-depth prs-eth/PaGeR-normals`` (each checkpoint's config says its modality).
 """
 from __future__ import annotations
@@ -37,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--depth_scale", type=float, default=1000.0,
                         help="16-bit PNG steps per depth unit (default 1000: millimetres for metric models)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--skip_existing", action="store_true",
+                        help="skip inputs whose output files all exist (continue an interrupted run); an input with "
+                             "only some of its files (cut off half-way) is predicted again")
     parser.add_argument("--normalize_input", action="store_true",
                         help="map float images with values outside [0, 1] (float TIFF, HDR/EXR) linearly to [0, 1] "
                              "(a warning names each); without it they are refused")
@@ -152,7 +157,24 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"--modalities {missing}: the checkpoint(s) predict only {list(available)}")
     stems = output_stems(images)
-    check_outputs([f for s in stems for f in planned_files(s, out_dir, wanted)], overwrite=args.overwrite)
+    total = len(images)
+    if args.skip_existing and args.overwrite:
+        raise ValueError("--skip_existing and --overwrite contradict each other; pass one of them")
+    if args.skip_existing:
+        done = [all(f.is_file() for f in planned_files(s, out_dir, wanted)) for s in stems]
+        partial = [f for s, d in zip(stems, done) if not d for f in planned_files(s, out_dir, wanted) if f.exists()]
+        images = [p for p, d in zip(images, done) if not d]
+        stems = [s for s, d in zip(stems, done) if not d]
+        if sum(done):
+            logger.info("--skip_existing: %d of %d input(s) already have all their files in %s", sum(done), total, out_dir)
+        if partial:
+            logger.warning("--skip_existing: replacing %d file(s) of input(s) cut off half-way: %s", len(partial),
+                           ", ".join(str(f) for f in partial[:5]) + (" ..." if len(partial) > 5 else ""))
+        if not images:
+            logger.info("nothing to do: every input's files exist in %s", out_dir)
+            return 0
+    check_outputs([f for s in stems for f in planned_files(s, out_dir, wanted)],
+                  overwrite=args.overwrite or args.skip_existing)
     from pager.pipeline import load_rgb
 
     for path in images:  # every input decodes (finite, in range, not a decompression bomb) before the model loads
@@ -166,6 +188,21 @@ def run(args: argparse.Namespace) -> int:
     pipe.model.enable_tiled_decoding(args.tiled_decoding)
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(images), desc="pager predict", unit="pano", disable=args.no_progress)
+    try:
+        _predict_all(args, pipe, images, stems, out_dir, wanted, bar, counter := [0])
+    except KeyboardInterrupt as exc:
+        bar.close()
+        written = counter[0] + (total - len(images))
+        raise KeyboardInterrupt(f"{written} of {total} panorama(s) written to {out_dir}; rerun with --skip_existing "
+                                "to continue") from exc
+    bar.close()
+    logger.info("wrote predictions of %d panorama(s) to %s", len(images), out_dir)
+    return 0
+
+
+def _predict_all(args: argparse.Namespace, pipe: Any, images: List[Path], stems: List[str], out_dir: Path,
+                 wanted: Sequence[str], bar: Any, counter: List[int]) -> None:
+    """Predict and write every input in batches; ``counter[0]`` counts the inputs whose files are all written."""
     for start in range(0, len(images), args.batch_size):
         chunk = images[start:start + args.batch_size]
         out = pipe([str(p) for p in chunk], modalities=wanted, face_size=args.face_size, batch_size=len(chunk),
@@ -175,9 +212,7 @@ def run(args: argparse.Namespace) -> int:
             result = {key: (getattr(out, key)[k] if getattr(out, key) is not None else None)
                       for key in ("depth", "depth_mask", "normals", "normals_mask", "rgb")}
             files = write_outputs(stems[start + k], out_dir, result, out.metadata[k], args.depth_scale)
+            counter[0] += 1
             logger.debug("%s -> %s", path, ", ".join(f.name for f in files))
         del out, result  # one batch's outputs in memory at a time
         bar.update(len(chunk))
-    bar.close()
-    logger.info("wrote predictions of %d panorama(s) to %s", len(images), out_dir)
-    return 0
