@@ -23,6 +23,8 @@ def script_runner():
     from tests.forked_scripts import ScriptRunner
 
     root = Path(__file__).resolve().parents[1]
-    server = ScriptRunner(env=dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1"))
+    # variables read when torch / diffusers / huggingface_hub are imported are the server's for every script: one
+    # thread per process, and offline (no test may need the network)
+    server = ScriptRunner(env=dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1"))
     yield server
     server.close()

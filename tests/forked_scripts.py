@@ -62,6 +62,12 @@ def run(job):
 
 for line in channel_in:
     job = json.loads(line)
+    while True:  # reap background scripts that have ended
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                break
+        except ChildProcessError:
+            break
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -79,6 +85,10 @@ for line in channel_in:
                 sys.stderr.flush()
             finally:
                 os._exit(code)
+    if job.get("background"):
+        channel_out.write(json.dumps({"pid": pid}) + "\n")
+        channel_out.flush()
+        continue
     _, status = os.waitpid(pid, 0)
     channel_out.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
     channel_out.flush()
@@ -123,6 +133,17 @@ class ScriptRunner:
             reply = json.loads(line)
             return Completed(reply["returncode"], out.read_text(errors="replace"), err.read_text(errors="replace"))
 
+    def start(self, script: Path, args: Sequence[str], cwd: Path, env: Dict[str, str], output: Path) -> "Background":
+        """Start ``python script *args`` (stdout and stderr to ``output``) and return at once; for servers."""
+        job = dict(script=str(script), args=[str(a) for a in args], cwd=str(cwd), env=dict(env), stdout=str(output),
+                   stderr=str(output), background=True)
+        assert self.proc.poll() is None, "the script server has exited"
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        assert line, "the script server died"
+        return Background(json.loads(line)["pid"])
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.stdin.close()
@@ -130,3 +151,33 @@ class ScriptRunner:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+class Background:
+    """A script started with :meth:`ScriptRunner.start` (a child of the server, which reaps it)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def running(self) -> bool:
+        """Whether the script is still running (not ended, not a zombie waiting to be reaped)."""
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+    def terminate(self, timeout: float = 20) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        import time
+
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+            if not self.running():
+                return
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.time() + wait
+            while self.running() and time.time() < deadline:
+                time.sleep(0.1)

@@ -1,12 +1,11 @@
 """The Gradio demo in a real headless Chromium: example -> depth, normals, 3D view and downloads; bad uploads -> messages.
 
 Needs Debian's ``chromium`` (``apt-get install chromium chromium-driver``) and the playwright Python package;
-the app runs in a subprocess on a free localhost port with tiny random checkpoints (CPU).
+the app runs in a process of its own (``python app.py``, forked from the suite's script server) on a free localhost
+port with tiny random checkpoints (CPU).
 """
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -33,7 +32,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def app_url(tmp_path_factory, script_runner):
     pytest.importorskip("playwright.sync_api")
     from pager.model.tiny import build_tiny_checkpoint
 
@@ -41,19 +40,19 @@ def app_url(tmp_path_factory):
     depth = build_tiny_checkpoint(root / "depth", "depth")
     normals = build_tiny_checkpoint(root / "normals", "normals", base_dir=root / "depth_base")
     port = _free_port()
-    log = open(root / "app.log", "w")
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "app.py"), "--checkpoint_path", str(depth), "--normals_checkpoint_path", str(normals),
-         "--port", str(port), "--device", "cpu", "--output_dir", str(root / "outputs")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root, env=env,
+    # python app.py ... in a process of its own, forked from the suite's script server (torch / diffusers imported)
+    app = script_runner.start(
+        REPO / "app.py", ["--checkpoint_path", str(depth), "--normals_checkpoint_path", str(normals), "--port", str(port),
+                          "--device", "cpu", "--output_dir", str(root / "outputs")],
+        cwd=root, env=env, output=root / "app.log",
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 180
     try:
         while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app exited with {proc.returncode}:\n{(root / 'app.log').read_text()[-3000:]}")
+            if not app.running():
+                pytest.fail(f"app exited:\n{(root / 'app.log').read_text()[-3000:]}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as r:
                     if r.status == 200:
@@ -65,12 +64,7 @@ def app_url(tmp_path_factory):
             time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        app.terminate()
 
 
 @pytest.fixture(scope="module")
