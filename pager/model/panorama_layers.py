@@ -193,11 +193,7 @@ def _panorama_group_norm_fast(
         out = torch.empty_like(x)
         ref = _rough_channel_mean(x, faces)  # [b, C], x.dtype
         torch.sub(x, per_face(ref), out=out)
-        # in memory a channels_last map is [N*H, W, C]: sums along image rows (float32, short, vectorised over
-        # channels), then over the rows of a panorama in float64
-        rows = out.permute(0, 2, 3, 1).reshape(n * x.shape[2], x.shape[3], c)  # a view
-        s1 = rows.sum(dim=1).to(f64).view(b, -1, c).sum(dim=1)  # [b, C]
-        s2 = torch.linalg.vector_norm(rows, dim=1).to(f64).square().view(b, -1, c).sum(dim=1)
+        s1, s2 = (s.view(b, faces, c).sum(dim=1) for s in centred_channel_sums(out))  # [b, C]
         count = faces * x.shape[2] * x.shape[3]
         mean_d = s1 / count
         mean_c = mean_d + ref.to(f64)
@@ -235,6 +231,27 @@ def group_norm_affine(
     if bias is not None:
         shift = shift + bias.to(f64)
     return scale, shift
+
+
+def centred_channel_sums(d: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum and sum of squares of ``d`` ``[N, C, H, W]`` per (sample, channel): two float64 ``[N, C]`` tensors.
+
+    ``d`` should already be centred near its mean (``x - K``, K a rough per-channel mean), so that the sum of
+    squares does not cancel. Sums run along image rows in d's precision (short, vectorised over channels in the
+    channels_last layout, whose memory is ``[N*H, W, C]``; along W in the contiguous one), then over rows in
+    float64. About 4x faster than ``torch.var_mean`` over ``(2, 3)`` of a channels_last map on a CPU, 2x of a
+    contiguous one.
+    """
+    n, c, h, w = d.shape
+    if d.is_contiguous(memory_format=torch.channels_last) and not d.is_contiguous():
+        rows = d.permute(0, 2, 3, 1).reshape(n * h, w, c)  # a view
+        s1 = rows.sum(dim=1).to(torch.float64).view(n, h, c).sum(dim=1)
+        s2 = torch.linalg.vector_norm(rows, dim=1).to(torch.float64).square().view(n, h, c).sum(dim=1)
+        return s1, s2
+    d = d.contiguous()
+    s1 = d.sum(dim=3).to(torch.float64).sum(dim=2)
+    s2 = torch.linalg.vector_norm(d, dim=3).to(torch.float64).square().sum(dim=2)
+    return s1, s2
 
 
 def _rough_channel_mean(x: Tensor, faces: int) -> Tensor:

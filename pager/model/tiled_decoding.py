@@ -46,7 +46,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pager.geometry.cube_padding import CubePadConv2d, _conv_sides, cube_pad_sources
-from pager.model.panorama_layers import PanoramaGroupNorm, _merge, group_norm_affine
+from pager.model.panorama_layers import (
+    PanoramaGroupNorm,
+    _merge,
+    _rough_channel_mean,
+    centred_channel_sums,
+    group_norm_affine,
+)
 
 __all__ = ["TiledDecoding", "check_tiled_decoding_support", "tiled_decode", "DEFAULT_BAND_MB"]
 
@@ -198,8 +204,9 @@ class _BandNorm:
 def _norm_stats(norm: nn.GroupNorm, x: Tensor, cfg: TiledDecoding) -> _BandNorm:
     """Panorama (or per-face, for a plain ``nn.GroupNorm``) statistics of ``x`` ``[N, C, H, W]``, streamed over bands.
 
-    Per band: mean and biased variance of every (face, channel) over the band's pixels (``torch.var_mean``,
-    Welford; float32 for half inputs), merged in float64 into one pair per (panorama, group) and band with the
+    Per band: mean and biased variance of every (face, channel) over the band's pixels (sums of the values
+    centred by a rough per-channel mean, :func:`pager.model.panorama_layers.centred_channel_sums`; float32 for
+    half inputs), merged in float64 into one pair per (panorama, group) and band with the
     equal-count formula ``M = mean(m_i)``, ``V = mean(v_i) + mean((m_i - M)^2)``, then over bands with the
     unequal-count one ``M = sum(n_i m_i) / n``, ``V = sum(n_i (v_i + (m_i - M)^2)) / n`` (Chan, Golub & LeVeque
     1979), as :func:`pager.model.panorama_layers.panorama_group_norm` merges its per-face moments.
@@ -217,10 +224,16 @@ def _norm_stats(norm: nn.GroupNorm, x: Tensor, cfg: TiledDecoding) -> _BandNorm:
     for r0 in range(0, h, rows):
         xb = x[:, :, r0:r0 + rows]
         counts.append(xb.shape[2])
-        v, m = torch.var_mean(xb.float() if half else xb, dim=(2, 3), correction=0)  # [N, C]
+        xs = xb.float() if half else xb
+        ref = _rough_channel_mean(xs, 1)  # [N, C]: centring values, so that the sums of squares do not cancel
+        s1, s2 = centred_channel_sums(xs - ref[:, :, None, None])
+        count = xb.shape[2] * w
+        m_d = s1 / count
+        m = m_d + ref.double()  # [N, C]
+        v = (s2 / count - m_d.square()).clamp_min(0.0)
         # [Ns, G, faces * channels per group]: the equal-count merge of the panorama GroupNorm
-        m = m.double().view(ns, faces, groups, c // groups).transpose(1, 2).reshape(ns, groups, -1)
-        v = v.double().view(ns, faces, groups, c // groups).transpose(1, 2).reshape(ns, groups, -1)
+        m = m.view(ns, faces, groups, c // groups).transpose(1, 2).reshape(ns, groups, -1)
+        v = v.view(ns, faces, groups, c // groups).transpose(1, 2).reshape(ns, groups, -1)
         mean, var = _merge(m, v)
         means.append(mean)
         variances.append(var)
