@@ -5,9 +5,9 @@ checkpoints were trained with a cube padding that duplicates the shared edge, so
 there). A second pass on a cube rotated by ``R`` (:data:`SEAM_BLEND_ROTATION`: 45 deg of yaw, so its side
 borders fall on the middle of the first cube's side faces) sees the borders of the first pass from the inside of
 a face, and vice versa. No tilt: a tilted cube would also move its top/bottom borders away from the first cube's
-(:func:`border_coverage` 0.28 -> 0.54 at 45 deg), but the networks were trained on upright panoramas only, and on
-the default model a 45 deg tilt doubled the depth error (``benchmarks/seam_blend.py``). Both passes are brought
-back to the ERP and blended with weights that vanish on each pass's own face borders:
+(:func:`border_coverage` 0.28 -> 0.54 at 45 deg), but the networks were trained on upright panoramas only: a 45 deg
+tilt doubled the depth error of the default model v1 and raised v2's by 40 % (``benchmarks/seam_blend.py``). Both
+passes are brought back to the ERP and blended with weights that vanish on each pass's own face borders:
 
 * weight of a pass at a pixel: ``w = smoothstep(t)`` with ``t = 1 - |second largest| / |largest|`` component
   of the pixel's ray in that cube's frame (:func:`face_border_distance`; ``t`` is 1 at a face centre, 0 on a
