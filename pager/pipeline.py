@@ -41,8 +41,10 @@ DEFAULT_MODALITIES = ("depth", "normals")
 class PagerOutput:
     """Predictions for ``N`` panoramas, each at its input resolution ``H x W``.
 
-    When all inputs share one size the fields are stacked numpy arrays; otherwise they are lists with one
-    array per image. Fields of modalities that were not requested are ``None``.
+    When all inputs share one size the fields are stacked numpy arrays (the shapes below); otherwise (inputs of
+    different sizes, e.g. a folder of mixed panoramas) every field is a list of ``N`` arrays, one per image at its
+    own size, without the leading ``N`` (``depth[i]``: ``[H_i, W_i]``). Fields of modalities that were not
+    requested are ``None``.
 
     Attributes:
         depth: ``[N, H, W]`` float32; metres for metric checkpoints, else relative depth (log models: up to a
