@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, List, Sequence, Union
+from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -175,19 +175,23 @@ def check_writable_folder(folder: PathLike, what: str = "output folder") -> Path
     except FileExistsError:
         return folder
     except OSError as exc:
-        raise OSError(exc.errno, f"{what} {folder}: cannot create files in {base}: {exc.strerror}", str(base)) from exc
+        error = type(exc)(f"{what} {folder} is not usable: files cannot be created in {base} ({exc.strerror}); "
+                        "expected a writable folder")
+        error.errno = exc.errno
+        raise error from exc
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(str(probe))
     return folder
 
 
-def check_outputs(paths: Iterable[PathLike], overwrite: bool = False, what: str = "output") -> List[Path]:
+def check_outputs(paths: Iterable[PathLike], overwrite: bool = False, what: str = "output",
+                  option: Optional[str] = None) -> List[Path]:
     """The checks every command runs on the files it is going to write, before any work; returns the paths.
 
     * two outputs of one run never share a name (compared case-insensitively): ``ValueError`` naming both;
     * every name fits the file system (``NAME_MAX`` bytes, usually 255): ``ValueError`` naming it;
-    * the folders can be written (:func:`check_writable_folder`);
+    * the folders can be written (:func:`check_writable_folder`; ``option``, e.g. ``"--out"``, is named in its error);
     * an existing file is refused, naming it, unless ``overwrite`` (the ``--overwrite`` option); an
       existing folder where a file is planned is always refused.
     """
@@ -210,7 +214,7 @@ def check_outputs(paths: Iterable[PathLike], overwrite: bool = False, what: str 
                                  f"{limits[base]}): {p}; use a shorter input or output name")
         folders[p.parent] = None
     for folder in folders:
-        check_writable_folder(folder, f"{what} folder")
+        check_writable_folder(folder, f"{what} folder" + (f" ({option})" if option else ""))
     clashes = [p for p in planned if p.exists() or p.is_symlink()]
     folders_in_way = [p for p in clashes if p.is_dir()]
     if folders_in_way:
@@ -301,12 +305,31 @@ def read_image(source: Union[PathLike, bytes], what: str = "image") -> np.ndarra
                 array = np.asarray(img.convert("RGBA" if "A" in img.getbands() or "transparency" in img.info else "RGB"))
     except Image.DecompressionBombError as exc:
         raise ValueError(f"refusing to decode {what} {name}: {' '.join(str(exc).split())} (PIL's limit "
-                         "PIL.Image.MAX_IMAGE_PIXELS; raise it only for files you trust)") from exc
+                         "PIL.Image.MAX_IMAGE_PIXELS; the command line keeps it; in Python, set "
+                         "PIL.Image.MAX_IMAGE_PIXELS to a larger number before decoding, only for files you trust)") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot decode {what} {name}: {exc}") from exc
     if array.ndim == 2:
         array = array[:, :, None]
     return np.ascontiguousarray(array)
+
+
+#: (image name, lowest, highest) already reported by :func:`image_to_float` inside :func:`warn_once_per_image`
+#: (``None`` outside it: every call warns)
+_NORMALIZED_WARNED: Optional[set] = None
+
+
+@contextlib.contextmanager
+def warn_once_per_image() -> Iterator[None]:
+    """Within this block, :func:`image_to_float`'s ``normalize_input`` warning is logged once per image and value
+    range. Command-line runs use it: they decode every input once to check it before the model loads, and again
+    to predict it."""
+    global _NORMALIZED_WARNED
+    previous, _NORMALIZED_WARNED = _NORMALIZED_WARNED, set()
+    try:
+        yield
+    finally:
+        _NORMALIZED_WARNED = previous
 
 
 def image_to_float(array: np.ndarray, name: str = "image", normalize: bool = False) -> np.ndarray:
@@ -345,8 +368,11 @@ def image_to_float(array: np.ndarray, name: str = "image", normalize: bool = Fal
                     "image to that range first (e.g. tone-map an HDR image), or normalise it explicitly "
                     "(normalize_input=True / --normalize_input maps [min(0, lowest), highest] to [0, 1])")
             low = min(lo, 0.0)
-            logger.warning("%s: pixel values span [%.6g, %.6g]; normalised linearly from [%.6g, %.6g] to [0, 1] "
-                           "(normalize_input)", name, lo, hi, low, hi)
+            if _NORMALIZED_WARNED is None or (name, lo, hi) not in _NORMALIZED_WARNED:
+                if _NORMALIZED_WARNED is not None:
+                    _NORMALIZED_WARNED.add((name, lo, hi))
+                logger.warning("%s: pixel values span [%.6g, %.6g]; normalised linearly from [%.6g, %.6g] to [0, 1] "
+                               "(normalize_input)", name, lo, hi, low, hi)
             out = ((values - low) / max(hi - low, 1e-12)).astype(np.float32)
         else:
             out = np.clip(values / scale, 0.0, 1.0).astype(np.float32)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import warnings
 from typing import Any, Callable, Iterator, List, Optional
 
 from pager.config_schema import DTYPE_NAMES, MODALITY_NAMES, VALUE_RULES
@@ -238,10 +239,20 @@ def _escape_percent(text: str) -> str:
     return "".join(out)
 
 
+_PYTHON_FORMATWARNING = warnings.formatwarning
+
+
+def one_line_warning(message: Any, category: type, filename: str, lineno: int, line: Optional[str] = None) -> str:
+    """``warnings.formatwarning`` of command-line runs: ``WARNING: <message>`` (``-v`` keeps Python's format)."""
+    return f"WARNING: {' '.join(str(message).split())}\n"
+
+
 def apply_common_options(args: argparse.Namespace) -> None:
-    """After parsing: logging level (``-v``) and ``--threads``."""
+    """After parsing: logging level (``-v``), one-line warnings, and ``--threads``."""
     verbose = bool(getattr(args, "verbose", False))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # a user-facing warning is one line, without the library's file, line number and source line (-v: Python's)
+    warnings.formatwarning = _PYTHON_FORMATWARNING if verbose else one_line_warning
     threads = getattr(args, "threads", None)
     if threads:
         import torch

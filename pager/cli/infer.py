@@ -188,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
 
     # every sample of the split (not only this process's) must get its own files; all processes check
     # before any of them writes
-    check_outputs([p for i in range(n) for m in modalities for p in targets(i, m)], overwrite=args.overwrite)
+    check_outputs([p for i in range(n) for m in modalities for p in targets(i, m)], overwrite=args.overwrite,
+                  option="--results_path")
     state.wait_for_everyone()
     model = Pager.from_pretrained(ckpt, variant=args.variant, torch_dtype=cfg.get("dtype") or "float32", device=device,
                                   allow_pickle=args.allow_pickle, enable_xformers=bool(cfg.enable_xformers),

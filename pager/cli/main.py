@@ -91,7 +91,10 @@ def run_script(
         args = parser.parse_args(argv)
         verbose = bool(getattr(args, "verbose", False))
         apply_common_options(args)
-        return int(run(args) or 0)
+        from pager.io_utils import warn_once_per_image
+
+        with warn_once_per_image():
+            return int(run(args) or 0)
     except USER_ERRORS + tuple(extra_errors) as exc:
         report_error(parser.prog, exc, verbose)
         return 2
@@ -134,12 +137,24 @@ def _main(argv: List[str]) -> int:
     if module is None:
         print(f"pager {args.command}: this command is not available in this installation", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # reported by the chosen (sub-)sub-command's parser, so its usage is shown, not the top-level one
+        chosen = parser
+        while chosen._subparsers is not None:
+            action = next(a for a in chosen._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
+            name = getattr(args, action.dest, None)
+            if name not in action.choices:
+                break
+            chosen = action.choices[name]
+        chosen.error(f"unrecognized arguments: {' '.join(extras)}")
     from pager.cli.common import apply_common_options
 
     apply_common_options(args)
     try:
-        return int(module.run(args) or 0)
+        from pager.io_utils import warn_once_per_image
+
+        with warn_once_per_image():
+            return int(module.run(args) or 0)
     except USER_ERRORS as exc:
         report_error(f"pager {args.command}", exc, getattr(args, "verbose", False))
         return 2

@@ -292,7 +292,7 @@ def run_predictions(args: argparse.Namespace) -> int:
         ids = sorted(p.stem for p in depth_dir.glob("*.npz"))
     from pager.io_utils import check_outputs
 
-    check_outputs([_out_path(out_dir, sid, fmt) for sid in ids], overwrite=args.overwrite, what="point cloud")
+    check_outputs([_out_path(out_dir, sid, fmt) for sid in ids], overwrite=args.overwrite, what="point cloud", option="--out")
 
     missing: List[str] = []
     written = 0
@@ -393,7 +393,7 @@ def run_image(args: argparse.Namespace) -> int:
     out, fmt = cloud_file(args.out, image, args.format)
     from pager.io_utils import check_outputs
 
-    check_outputs([out], overwrite=args.overwrite, what="point cloud")
+    check_outputs([out], overwrite=args.overwrite, what="point cloud", option="--out")
     from pager.pipeline import PagerPipeline, load_rgb  # lazy: the model stack is heavy
 
     load_rgb(image, str(image), normalize=args.normalize_input)  # the input decodes before the model loads

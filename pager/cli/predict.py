@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from pager.pipeline import PagerPipeline
 
     from pager.io_utils import check_outputs
-    from pager.model.loading import checkpoint_modalities, load_checkpoint_config_only
+    from pager.model.loading import checkpoint_modalities, combine_checkpoints
 
     images = collect_images(args.inputs)
     out_dir = Path(args.out)
@@ -138,18 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stitching == "reference" and args.output_height and (2 * args.output_height) % 4:
         raise ValueError(f"--stitching reference needs an output width that is a multiple of 4; --output_height "
                          f"{args.output_height} gives {2 * args.output_height}")
-    ckpts = args.checkpoint_path
-    if not ckpts:
-        source: Any = "default"
-    elif len(ckpts) == 1:
-        source = ckpts[0]
-    else:
-        source = {}
-        for ck in ckpts:
-            modality = load_checkpoint_config_only(ck).modality
-            if modality in source:
-                raise ValueError(f"--checkpoint_path: two {modality} checkpoints ({source[modality]}, {ck})")
-            source[modality] = ck
+    source: Any = combine_checkpoints(args.checkpoint_path or [])
     # everything about the outputs is checked before the model is loaded (only config.yaml files are read)
     available = checkpoint_modalities(source)
     wanted = iter_modalities(args.modalities) if args.modalities else available
@@ -174,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             logger.info("nothing to do: every input's files exist in %s", out_dir)
             return 0
     check_outputs([f for s in stems for f in planned_files(s, out_dir, wanted)],
-                  overwrite=args.overwrite or args.skip_existing)
+                  overwrite=args.overwrite or args.skip_existing, option="--out")
     from pager.pipeline import load_rgb
 
     for path in images:  # every input decodes (finite, in range, not a decompression bomb) before the model loads

@@ -82,19 +82,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _checkpoint_source(ckpts) -> Any:
-    if not ckpts:
-        return "default"
-    if len(ckpts) == 1:
-        return ckpts[0]
-    from pager.model.loading import load_checkpoint_config_only
+    from pager.model.loading import combine_checkpoints
 
-    source: dict = {}
-    for ck in ckpts:
-        modality = load_checkpoint_config_only(ck).modality
-        if modality in source:
-            raise ValueError(f"--checkpoint_path: two {modality} checkpoints ({source[modality]}, {ck})")
-        source[modality] = ck
-    return source
+    return combine_checkpoints(ckpts or [])
 
 
 def _modalities(args: argparse.Namespace, source: Any) -> list:

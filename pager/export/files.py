@@ -112,10 +112,11 @@ def save_depth_png16(
     if lowest < 0:
         raise ValueError(f"save_depth_png16: depth for {path} has negative values (min {lowest:.4g} m)")
     if n_over:
+        unit_text = " m" if unit == "metres" else (" (relative depth, unit-free)" if unit == "relative" else " depth units")
         logger.warning(
-            "save_depth_png16: %d pixel(s) of %s exceed %.4g m (65535 / scale %.4g) and were clipped; "
-            "use a smaller scale to keep them",
-            n_over, path, 65535.0 / scale, scale,
+            "save_depth_png16: %d pixel(s) of %s exceed %.4g%s (65535 / scale %.4g) and were clipped; "
+            "use a smaller scale (--depth_scale) to keep them",
+            n_over, path, 65535.0 / scale, unit_text, scale,
         )
     q = out
     info = PngInfo()

@@ -21,9 +21,10 @@ import hashlib
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -207,6 +208,20 @@ def embedded_checkpoint(name: PathLike) -> Optional[Path]:
     return folder
 
 
+#: what a user can do when a Hub checkpoint cannot be obtained (replaces huggingface_hub's own advice, which
+#: names Python arguments such as ``local_files_only`` that a command-line user cannot pass)
+_HUB_ADVICE = ("use the embedded model (--checkpoint_path default / checkpoint_path='default'), a local folder in the "
+               "released layout, or connect to the internet (and unset HF_HUB_OFFLINE) to download it")
+
+
+def _hub_reason(exc: BaseException) -> str:
+    """``exc``'s message on one line without huggingface_hub's advice about ``local_files_only``."""
+    text = " ".join(str(exc).split())
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    kept = [s for s in sentences if "local_files_only" not in s]
+    return " ".join(kept).rstrip(". ") or type(exc).__name__
+
+
 def resolve_folder(
     path_or_repo_id: PathLike,
     what: str = "checkpoint",
@@ -243,7 +258,8 @@ def resolve_folder(
         )
     except Exception as exc:
         hint = " (HF_HUB_OFFLINE is set: only the local cache was searched)" if offline else ""
-        raise FileNotFoundError(f"cannot obtain {what} {text!r} from the Hugging Face Hub{hint}: {exc}") from exc
+        raise FileNotFoundError(f"cannot obtain {what} {text!r} from the Hugging Face Hub{hint}: {_hub_reason(exc)}; "
+                                f"{_HUB_ADVICE}") from exc
     return Path(folder)
 
 
@@ -553,6 +569,41 @@ def checkpoint_modalities(source: Union[PathLike, Mapping[str, PathLike], None])
     if isinstance(source, Mapping):
         return tuple(load_checkpoint_config_only(v).modality for v in source.values())
     return (load_checkpoint_config_only(source).modality,)
+
+
+def combine_checkpoints(paths: Sequence[PathLike], option: str = "--checkpoint_path") -> Union[str, Dict[str, str]]:
+    """The checkpoint source of a command's ``--checkpoint_path A [B ...]``: ``"default"`` for none, the path for
+    one, else ``{modality: path}`` from each checkpoint's ``config.yaml`` (no weights are read).
+
+    ``default`` stands for both modalities of the embedded model (``default/depth``, ``default/normals``). A
+    checkpoint named twice (also through ``default``: ``default default/depth``) is used once; two *different*
+    checkpoints for one modality raise ``ValueError`` naming both (and, where ``default`` is one of them, saying
+    that it already names both modalities).
+    """
+    texts = [os.fspath(p) for p in paths]
+    if not texts:
+        return DEFAULT_MODEL_NAME
+    if len(texts) == 1:
+        return texts[0]
+    source: Dict[str, str] = {}
+    given: Dict[str, str] = {}  # modality -> the argument it came from
+    for text in texts:
+        if text.strip().rstrip("/\\") == DEFAULT_MODEL_NAME:
+            expanded = {m: f"{DEFAULT_MODEL_NAME}/{m}" for m in resolve_default_model()}
+        else:
+            expanded = {load_checkpoint_config_only(text).modality: text}
+        for modality, ck in expanded.items():
+            if modality in source:
+                same = os.path.realpath(resolve_folder(source[modality])) == os.path.realpath(resolve_folder(ck))
+                if same:
+                    continue  # the same model named twice
+                note = (f"; {DEFAULT_MODEL_NAME!r} already names both the depth and the normals model"
+                        if DEFAULT_MODEL_NAME in (given[modality].strip().rstrip("/"), text.strip().rstrip("/")) else "")
+                raise ValueError(f"{option}: two {modality} checkpoints ({given[modality]}, {text}){note}")
+            source[modality], given[modality] = ck, text
+    if source == {m: f"{DEFAULT_MODEL_NAME}/{m}" for m in resolve_default_model()}:
+        return DEFAULT_MODEL_NAME  # `default` (possibly with its parts) names exactly the embedded model
+    return source
 
 
 def resolve_default_model() -> Dict[str, str]:

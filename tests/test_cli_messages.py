@@ -1,0 +1,159 @@
+"""User-facing messages found confusing by a new user: each is one line that names the argument and what was
+expected (tests of the kind, over every command or function where it applies)."""
+from __future__ import annotations
+
+import logging
+import warnings
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pager.cli.main import COMMANDS, build_parser, main
+from tests.test_cli_interrupt import _required_argv
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from pager.model import build_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny")
+    return {"depth": str(build_tiny_checkpoint(root / "depth", face_size=16, base_dir=root / "base")),
+            "depth2": str(build_tiny_checkpoint(root / "depth2", face_size=16, base_dir=root / "base", seed=1))}
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("img") / "pano.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 32, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+# --- repeated / overlapping --checkpoint_path -------------------------------------------------------------------
+
+def test_combine_checkpoints_dedupes_the_same_model(tiny):
+    from pager.model.loading import combine_checkpoints
+
+    assert combine_checkpoints([]) == "default"
+    assert combine_checkpoints(["default", "default"]) == "default"
+    assert combine_checkpoints(["default", "default/depth", "default/normals"]) == "default"
+    assert combine_checkpoints([tiny["depth"], tiny["depth"] + "/"]) == {"depth": tiny["depth"]}
+
+
+@pytest.mark.parametrize("command", ["predict", "video"])
+def test_two_checkpoints_for_one_modality_named(tmp_path, capsys, tiny, image, command):
+    source = image if command == "predict" else str(Path(image).parent)  # video: a folder of frames
+    base = [command, source, "--out", str(tmp_path / "o")]
+    assert main(base + ["--checkpoint_path", tiny["depth"], tiny["depth2"]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"pager {command}: error: --checkpoint_path: two depth checkpoints ({tiny['depth']}, {tiny['depth2']})"
+    assert main(base + ["--checkpoint_path", "default", tiny["depth"]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'default' already names both the depth and the normals model" in err[0]
+    assert "config.yaml" not in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+# --- the unit of the depth-PNG clipping warning follows the model -------------------------------------------------
+
+@pytest.mark.parametrize("unit,expected", [("metres", "exceed 2 m "), ("relative", "exceed 2 (relative depth, unit-free)")])
+def test_depth_png_clipping_warning_unit(tmp_path, caplog, unit, expected):
+    from pager.export import save_depth_png16
+
+    depth = np.full((4, 8), 1.0, np.float32)
+    depth[0, 0] = 3.0  # 3 * 32767.5 > 65535: clipped
+    with caplog.at_level(logging.WARNING):
+        save_depth_png16(tmp_path / "d.png", depth, scale=65535 / 2, unit=unit)
+    [record] = [r for r in caplog.records if "clipped" in r.getMessage()]
+    assert expected in record.getMessage() and "1 pixel(s)" in record.getMessage()
+    if unit != "metres":
+        assert " m " not in record.getMessage()
+
+
+# --- offline Hugging Face: advice a command-line user can act on -----------------------------------------------------
+
+def test_offline_hub_error_gives_actionable_advice(tmp_path, monkeypatch, capsys, image):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    from pager.model.loading import resolve_folder
+
+    with pytest.raises(FileNotFoundError) as exc:
+        resolve_folder("nobody-pager-test/none")
+    message = str(exc.value)
+    assert "local_files_only" not in message
+    assert "--checkpoint_path default" in message and "local folder" in message and "HF_HUB_OFFLINE" in message
+    assert main(["predict", image, "--out", str(tmp_path / "o"), "--checkpoint_path", "nobody-pager-test/none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "local_files_only" not in err[0] and "--checkpoint_path default" in err[0]
+
+
+# --- warnings in command-line runs are one line --------------------------------------------------------------------
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_cli_warnings_are_one_line(monkeypatch, verbose):
+    from pager.cli.common import apply_common_options
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    apply_common_options(Namespace(verbose=verbose))
+    text = warnings.formatwarning(UserWarning("a.png: 640x480 is not a 2:1 panorama"), UserWarning,
+                                  "/x/pager/cli/predict.py", 171, "    out = pipe(...)")
+    if verbose:
+        assert "predict.py:171" in text
+    else:
+        assert text == "WARNING: a.png: 640x480 is not a 2:1 panorama\n"
+
+
+# --- an unknown option shows the sub-command's usage ---------------------------------------------------------------
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_unknown_option_shows_the_subcommand_usage(capsys, command):
+    sub = build_parser([command], all_commands=True)._subparsers._group_actions[0].choices[command]
+    required = _required_argv(sub)
+    with pytest.raises(SystemExit) as exc:
+        main([command] + required + ["--bogus_option", "1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    leaf = " ".join([command] + [a for a in required[:1] if sub._subparsers is not None])
+    assert f"usage: pager {leaf} " in err, err
+    assert err.strip().splitlines()[-1] == f"pager {leaf}: error: unrecognized arguments: --bogus_option 1"
+
+
+# --- decompression-bomb refusal says how to lift the limit -------------------------------------------------------------
+
+def test_decompression_bomb_message_says_how(tmp_path, monkeypatch, image):
+    import PIL.Image
+
+    from pager.io_utils import read_image
+
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)  # 16x32 = 512 > 2 * 100: refused as a bomb
+    with pytest.raises(ValueError) as exc:
+        read_image(image)
+    message = str(exc.value)
+    assert image in message and "PIL.Image.MAX_IMAGE_PIXELS" in message and "command line keeps it" in message
+
+
+# --- an output folder that cannot be written names the option -------------------------------------------------------
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("command,out", [("predict", "/proc/pagertest"), ("pointcloud", "/proc/pagertest/s.glb")])
+def test_unwritable_out_names_the_option(capsys, image, tiny, command, out):
+    assert main([command, image, "--out", out, "--checkpoint_path", tiny["depth"]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(--out)" in err[0] and "files cannot be created in /proc" in err[0], err
+    assert "[Errno" not in err[0] and "'/proc'" not in err[0]
+
+
+# --- --normalize_input warns once per image ------------------------------------------------------------------------
+
+def test_normalize_input_warns_once(tmp_path, caplog, tiny):
+    from PIL import Image
+
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.linspace(0.5, 4.0, 16 * 32, dtype=np.float32).reshape(16, 32), mode="F").save(path)
+    with caplog.at_level(logging.WARNING):
+        assert main(["predict", str(path), "--out", str(tmp_path / "o"), "--checkpoint_path", tiny["depth"],
+                     "--normalize_input", "--no_progress"]) == 0
+    assert sum("normalised linearly" in r.getMessage() for r in caplog.records) == 1
