@@ -234,3 +234,33 @@ def test_seam_blend_option_reaches_the_model_and_the_files(world, tmp_path, monk
         blended = real(model, rgb.permute(2, 0, 1)[None] * 2 - 1, face_size=16, seam_blend=True)["depth"][0].numpy()
         np.testing.assert_allclose(arrays[True], blended, rtol=1e-5, atol=1e-5)
     assert not np.allclose(arrays[True], arrays[False])
+
+
+def test_inference_interrupted_then_skip_existing(world, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while writing the second sample: one line with the progress and exit 130; a plain rerun refuses;
+    ``--skip_existing`` predicts only the samples without all their files."""
+    import pager.export as export
+    from pager.cli.infer import main
+
+    results = tmp_path / "results"
+    args = infer_args(world, results, "--generate_eval", "--img_report_frequency", "0", "--batch_size", "1")
+    real, calls = export.save_npz, []
+
+    def interrupted_on_second(path, **arrays):
+        calls.append(Path(path).stem)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(path, **arrays)
+
+    monkeypatch.setattr(export, "save_npz", interrupted_on_second)
+    assert main(args) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"interrupted: 1 of {N_SAMPLES} sample(s) predicted into {results}; rerun with "
+                            "--skip_existing to continue"), err
+    monkeypatch.setattr(export, "save_npz", real)
+    assert main(args) == 2 and "already exist" in capsys.readouterr().err
+    written = []
+    monkeypatch.setattr(export, "save_npz", lambda path, **a: written.append(Path(path).stem) or real(path, **a))
+    assert main(args + ["--skip_existing"]) == 0
+    assert calls[0] not in written and len(written) == N_SAMPLES - 1
+    assert len(list((results / "PaGeR-tiny-depth" / "Synthetic" / "eval").glob("*.npz"))) == N_SAMPLES

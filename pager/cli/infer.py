@@ -18,7 +18,9 @@ Writes, for a checkpoint named ``<ckpt>`` (the last part of its path or repo id)
 Depth is decoded with the checkpoint's own depth range (never the dataset's) and masks are kept separate
 from the predictions. Under ``accelerate launch --num_processes N`` (``--cpu`` for CPU processes) the samples
 are split between the processes without padding, so every sample is written exactly once. Existing output
-files are an error unless ``--overwrite`` is given.
+files are an error unless ``--overwrite`` is given; ``--skip_existing`` skips the samples whose files all exist
+(continuing an interrupted run; each file is written atomically, so a sample cut off half-way lacks one and is
+predicted again).
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> Tuple[argparse.ArgumentPar
 
     add_model_options(parser, ("variant", "allow_pickle"))
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--skip_existing", action="store_true",
+                        help="skip samples whose output files all exist (continue an interrupted run)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     parser.add_argument("--max_samples", type=int, default=None, help="stop after this many samples (quick checks)")
     from pager.config_schema import option_type
@@ -176,7 +180,6 @@ def run(args: argparse.Namespace) -> int:
     if len(modalities) > 1 and ckpt != "default":
         names = {m: f"{checkpoint_name(ckpt)}-{m}" for m in modalities}
     roots = {m: Path(str(cfg.results_path)) / names[m] / str(cfg.dataset) for m in modalities}
-    mine = split_indices(n, state.process_index, state.num_processes)
 
     def targets(i: int, modality: str) -> List[Path]:
         out = []
@@ -186,10 +189,21 @@ def run(args: argparse.Namespace) -> int:
             out.append(roots[modality] / "example_images" / f"{ids[i]}.jpg")
         return out
 
+    todo = list(range(n))
+    if args.skip_existing:
+        if args.overwrite:
+            raise ValueError("--skip_existing and --overwrite contradict each other; pass one of them")
+        todo = [i for i in todo if not all(p.is_file() for m in modalities for p in targets(i, m))]
+        if state.is_main_process and len(todo) < n:
+            logger.info("--skip_existing: %d of %d sample(s) already have all their files", n - len(todo), n)
     # every sample of the split (not only this process's) must get its own files; all processes check
     # before any of them writes
-    check_outputs([p for i in range(n) for m in modalities for p in targets(i, m)], overwrite=args.overwrite,
-                  option="--results_path")
+    check_outputs([p for i in todo for m in modalities for p in targets(i, m)],
+                  overwrite=args.overwrite or args.skip_existing, option="--results_path")
+    if not todo:
+        logger.info("nothing to do: every sample's files exist under %s", cfg.results_path)
+        return 0
+    mine = [todo[j] for j in split_indices(len(todo), state.process_index, state.num_processes)]
     state.wait_for_everyone()
     model = Pager.from_pretrained(ckpt, variant=args.variant, torch_dtype=cfg.get("dtype") or "float32", device=device,
                                   allow_pickle=args.allow_pickle, enable_xformers=bool(cfg.enable_xformers),
@@ -218,11 +232,40 @@ def run(args: argparse.Namespace) -> int:
 
     bar = tqdm(total=len(mine), desc=f"inference [{state.process_index}]", unit="pano",
                disable=args.no_progress or not state.is_local_main_process)
+    done = [0]
+    try:
+        written = _predict_all(mine, batch_size, load, model, device, face_size, stitching, ids, roots, cfg, freq, bar,
+                               done)
+    except KeyboardInterrupt as exc:
+        bar.close()
+        raise KeyboardInterrupt(f"{done[0] + n - len(todo)} of {n} sample(s) predicted into {cfg.results_path}; rerun with "
+                                "--skip_existing to continue") from exc
+    bar.close()
+    state.wait_for_everyone()
+    total_skipped = len(skipped) + (skipped_at_listing if state.is_main_process else 0)
+    if skip:
+        logger.warning("process %d: skipped %d bad sample(s)%s", state.process_index, total_skipped,
+                       (": " + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")) if skipped else "")
+    logger.info("process %d of %d: %d sample(s), %d file(s) written", state.process_index, state.num_processes,
+                len(mine) - len(skipped), written)
+    if skip and state.is_main_process:
+        print(f"inference: {total_skipped} bad sample(s) skipped" + (" on this process" if state.num_processes > 1 else ""))
+    return 0
+
+
+def _predict_all(mine: List[int], batch_size: int, load: Any, model: Any, device: Any, face_size: Optional[int],
+                 stitching: str, ids: List[str], roots: dict, cfg: Any, freq: int, bar: Any, done: List[int]) -> int:
+    """Predict and write the samples ``mine`` in batches; ``done[0]`` counts the samples finished (written or
+    skipped as bad); returns the number of files written."""
+    import torch
+
+    written = 0
     for start in range(0, len(mine), batch_size):
         loaded = [(i, load(i)) for i in mine[start:start + batch_size]]
         loaded = [(i, s) for i, s in loaded if s is not None]
         if not loaded:
             bar.update(min(batch_size, len(mine) - start))
+            done[0] += min(batch_size, len(mine) - start)
             continue
         # panoramas of different sizes (a folder of images) are predicted one size group at a time
         groups: dict = {}
@@ -239,17 +282,8 @@ def run(args: argparse.Namespace) -> int:
                                     {m: bool(model.configs[m].metric_depth) for m in model.modalities},
                                     seam_blend=bool(cfg.get("seam_blend")))
         bar.update(min(batch_size, len(mine) - start))
-    bar.close()
-    state.wait_for_everyone()
-    total_skipped = len(skipped) + (skipped_at_listing if state.is_main_process else 0)
-    if skip:
-        logger.warning("process %d: skipped %d bad sample(s)%s", state.process_index, total_skipped,
-                       (": " + ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else "")) if skipped else "")
-    logger.info("process %d of %d: %d sample(s), %d file(s) written", state.process_index, state.num_processes,
-                len(mine) - len(skipped), written)
-    if skip and state.is_main_process:
-        print(f"inference: {total_skipped} bad sample(s) skipped" + (" on this process" if state.num_processes > 1 else ""))
-    return 0
+        done[0] += min(batch_size, len(mine) - start)
+    return written
 
 
 def _write_chunk(chunk: List[int], samples: List[dict], pred: dict, modalities: Sequence[str], ids: List[str],
