@@ -11,6 +11,8 @@ Sub-packages: :mod:`pager.geometry` (pure spherical math), :mod:`pager.model`, :
 """
 from __future__ import annotations
 
+from pager._lazy import lazy_getattr
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -20,12 +22,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pager' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = ["PagerPipeline", "PagerOutput", "Pager", "__version__"]

@@ -8,6 +8,8 @@
   ``pager evaluate``; they read ``inference.py --generate_eval`` predictions and a dataset split.
 """
 
+from pager._lazy import lazy_getattr
+
 # Imported on first use (``pager.evaluation.X``), so that the torch-free command line (pager.evaluation.cli,
 # behind ``evaluation/*.py --help``) does not load torch through this package.
 _LAZY = {
@@ -33,12 +35,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'pager.evaluation' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

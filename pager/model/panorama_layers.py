@@ -194,10 +194,7 @@ def _panorama_group_norm_fast(
         ref = _rough_channel_mean(x, faces)  # [b, C], x.dtype
         torch.sub(x, per_face(ref), out=out)
         s1, s2 = (s.view(b, faces, c).sum(dim=1) for s in centred_channel_sums(out))  # [b, C]
-        count = faces * x.shape[2] * x.shape[3]
-        mean_d = s1 / count
-        mean_c = mean_d + ref.to(f64)
-        var_c = (s2 / count - mean_d.square()).clamp_min(0.0)
+        mean_c, var_c = moments_from_centred_sums(s1, s2, faces * x.shape[2] * x.shape[3], ref)
         mean, var = _merge(mean_c.view(b, num_groups, cg), var_c.view(b, num_groups, cg))  # [b, G]
     else:
         x = x.contiguous()
@@ -252,6 +249,14 @@ def centred_channel_sums(d: Tensor) -> tuple[Tensor, Tensor]:
     s1 = d.sum(dim=3).to(torch.float64).sum(dim=2)
     s2 = torch.linalg.vector_norm(d, dim=3).to(torch.float64).square().sum(dim=2)
     return s1, s2
+
+
+def moments_from_centred_sums(s1: Tensor, s2: Tensor, count: int, ref: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and biased variance (float64, shape of ``s1``) of ``count`` values ``x`` from the sums ``s1`` of
+    ``x - ref`` and ``s2`` of ``(x - ref)^2`` (:func:`centred_channel_sums`): ``mean = ref + s1/n``,
+    ``var = s2/n - (s1/n)^2`` (clamped at 0)."""
+    shift = s1 / count
+    return shift + ref.to(torch.float64), (s2 / count - shift.square()).clamp_min(0.0)
 
 
 def _rough_channel_mean(x: Tensor, faces: int) -> Tensor:

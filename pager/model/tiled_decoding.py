@@ -52,6 +52,7 @@ from pager.model.panorama_layers import (
     _rough_channel_mean,
     centred_channel_sums,
     group_norm_affine,
+    moments_from_centred_sums,
 )
 
 __all__ = ["TiledDecoding", "check_tiled_decoding_support", "tiled_decode", "DEFAULT_BAND_MB"]
@@ -227,10 +228,7 @@ def _norm_stats(norm: nn.GroupNorm, x: Tensor, cfg: TiledDecoding) -> _BandNorm:
         xs = xb.float() if half else xb
         ref = _rough_channel_mean(xs, 1)  # [N, C]: centring values, so that the sums of squares do not cancel
         s1, s2 = centred_channel_sums(xs - ref[:, :, None, None])
-        count = xb.shape[2] * w
-        m_d = s1 / count
-        m = m_d + ref.double()  # [N, C]
-        v = (s2 / count - m_d.square()).clamp_min(0.0)
+        m, v = moments_from_centred_sums(s1, s2, xb.shape[2] * w, ref)  # [N, C] float64
         # [Ns, G, faces * channels per group]: the equal-count merge of the panorama GroupNorm
         m = m.view(ns, faces, groups, c // groups).transpose(1, 2).reshape(ns, groups, -1)
         v = v.view(ns, faces, groups, c // groups).transpose(1, 2).reshape(ns, groups, -1)
