@@ -81,3 +81,46 @@ def test_save_image_png_and_jpg(tmp_path):
         save_image(tmp_path / "f.png", img.astype(np.float32))
     with pytest.raises(ValueError, match="suffix"):
         save_image(tmp_path / "f.xyz", img)
+
+
+@pytest.mark.parametrize("max_depth, scale", [(10.0, 1000.0), (65.535, 1000.0), (65.536, 500.0), (75.0, 500.0),
+                                              (131.07, 500.0), (131.08, 200.0), (1000.0, 50.0), (65535.0, 1.0),
+                                              (131070.0, 0.5)])
+def test_depth_png_scale_is_the_finest_that_holds_the_range(max_depth, scale):
+    from pager.export import depth_png_scale
+
+    assert depth_png_scale(max_depth) == scale
+    assert max_depth * depth_png_scale(max_depth) <= 65535.0
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf")])
+def test_depth_png_scale_refuses_a_range_that_is_not_positive(bad):
+    from pager.export import depth_png_scale
+
+    with pytest.raises(ValueError, match="max_depth must be a positive finite number"):
+        depth_png_scale(bad)
+
+
+@pytest.mark.parametrize("metric", [False, True])
+def test_predict_writes_the_whole_depth_range_by_default(tmp_path, caplog, metric):
+    """``pager predict``'s writer with no ``--depth_scale``: depths up to the checkpoint's ``max_depth`` (75) are kept
+    (a fixed 1000 steps per unit clipped everything above 65.535); the PNG names its scale and unit."""
+    from PIL import Image
+
+    from pager.cli.predict import write_outputs
+
+    depth = np.linspace(0.5, 74.9, 32 * 64, dtype=np.float32).reshape(32, 64)
+    result = {"depth": depth, "depth_mask": np.ones_like(depth, bool), "normals": None, "normals_mask": None,
+              "rgb": np.zeros((32, 64, 3), np.uint8)}
+    meta = {"metric_depth": metric, "min_depth": 0.1, "max_depth": 75.0}
+    with caplog.at_level("WARNING"):
+        write_outputs("pano", tmp_path, result, meta)
+    assert "clipped" not in caplog.text
+    path = tmp_path / "pano_depth16.png"
+    np.testing.assert_allclose(load_depth_png16(path), depth, atol=0.5 / 500 + 1e-5)
+    with Image.open(path) as im:
+        assert float(im.text["pager:depth_scale"]) == 500.0
+        assert im.text["pager:depth_unit"] == ("metres" if metric else "relative")
+    write_outputs("mm", tmp_path, result, dict(meta, max_depth=20.0), depth_scale=None)  # a range that fits mm
+    with Image.open(tmp_path / "mm_depth16.png") as im:
+        assert float(im.text["pager:depth_scale"]) == 1000.0

@@ -116,10 +116,18 @@ def test_outputs_of_an_mp4(clip, tiny, tmp_path, filt):
     # the 16-bit PNGs hold the final depth (after the two-sided filter's backward pass)
     from pager.data.readers._io import read_png16
 
+    from PIL import Image
+
+    # the tiny checkpoint's range ends at 75 (relative units): 1000 steps per unit would clip above 65.535, so the
+    # default scale is the next of 1000, 500, ... that holds 75: 500 (75 * 500 = 37500 <= 65535)
+    assert info["depth_png_scale"] == 500.0
     mask = np.load(out / "depth_mask.npy")
     for k in range(N):
-        png = read_png16(out / "depth16" / f"{k:06d}.png").astype(np.float64)
-        np.testing.assert_allclose(png[mask[k]], np.round(depth[k][mask[k]] * 1000.0).clip(0, 65535), atol=1)
+        path = out / "depth16" / f"{k:06d}.png"
+        png = read_png16(path).astype(np.float64)
+        np.testing.assert_allclose(png[mask[k]], np.round(depth[k][mask[k]] * 500.0), atol=1)
+        with Image.open(path) as im:
+            assert im.text["pager:depth_unit"] == "relative" and float(im.text["pager:depth_scale"]) == 500.0
 
 
 def test_resume_after_an_interruption_gives_the_same_result(clip, tiny, tmp_path, monkeypatch, capsys):

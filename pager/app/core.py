@@ -99,13 +99,13 @@ def _resize(rgb: np.ndarray, height: int) -> np.ndarray:
 
 
 def png16_scale_for(depth: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
-    """The largest of 1000, 500, 200, 100, ... (steps per metre) at which ``depth`` fits in 16 bits."""
+    """The finest of 1000, 500, 200, 100, ... steps per unit at which the valid pixels of ``depth`` fit in 16 bits
+    (:func:`pager.export.depth_png_scale` of their largest value; 1000 when none is valid)."""
+    from pager.export import depth_png_scale
+
     valid = np.isfinite(depth) if mask is None else (mask & np.isfinite(depth))
-    top = float(depth[valid].max()) if valid.any() else 1.0
-    for scale in (1000.0, 500.0, 200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0):
-        if top * scale <= 65535:
-            return scale
-    return 65535.0 / top
+    top = float(depth[valid].max()) if valid.any() else 0.0
+    return depth_png_scale(top) if top > 0 else 1000.0
 
 
 @dataclass

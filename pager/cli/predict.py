@@ -3,8 +3,10 @@
 For every input image ``<stem>`` it writes, atomically, into ``--out``:
 
 * ``<stem>_depth.png``     depth colormap (Spectral, near = red; clipped at the 99th percentile; grey = invalid)
-* ``<stem>_depth16.png``   16-bit depth, ``value = round(depth * depth_scale)`` (millimetres by default for metric
-  models; relative-depth models store unit-free values; the PNG's ``pager:depth_unit`` says which; 0 = invalid)
+* ``<stem>_depth16.png``   16-bit depth, ``value = round(depth * depth_scale)``; by default the finest of 1000 (mm for
+  metric models), 500, 200, ... steps per unit that holds the checkpoint's ``max_depth``
+  (:func:`pager.export.depth_png_scale`), so no prediction clips; relative-depth models store unit-free values;
+  the PNG's ``pager:depth_unit`` and ``pager:depth_scale`` say which unit and scale; 0 = invalid)
 * ``<stem>_normals.png``   normals as RGB, ``(n + 1) / 2`` with x forward, y up, z right
 * ``<stem>.npz``           ``depth [H, W]`` (metres, or relative for non-metric checkpoints), ``depth_mask``,
   ``normals [H, W, 3]`` (unit, PaGeR world frame), ``normals_mask``, ``rgb [H, W, 3]`` uint8, and
@@ -22,7 +24,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from pager.cli.common import add_model_options
 
     add_model_options(parser, unit="panoramas")
-    parser.add_argument("--depth_scale", type=float, default=1000.0,
-                        help="16-bit PNG steps per depth unit (default 1000: millimetres for metric models)")
+    parser.add_argument("--depth_scale", type=float, default=None,
+                        help="16-bit PNG steps per depth unit (default: the finest of 1000 (millimetres for metric "
+                             "models), 500, 200, 100, ... that holds the checkpoint's max_depth; stored in the PNG)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--skip_existing", action="store_true",
                         help="skip inputs whose output files all exist (continue an interrupted run); an input with "
@@ -96,9 +99,11 @@ def planned_files(stem: str, out_dir: Path, modalities: Sequence[str]) -> List[P
     return files
 
 
-def write_outputs(stem: str, out_dir: Path, result: Dict[str, Any], meta: Dict[str, Any], depth_scale: float) -> List[Path]:
-    """Write one panorama's files (see the module docstring); returns the paths."""
-    from pager.export import colorize_depth, normals_to_rgb, save_depth_png16, save_image, save_npz
+def write_outputs(stem: str, out_dir: Path, result: Dict[str, Any], meta: Dict[str, Any],
+                  depth_scale: Optional[float] = None) -> List[Path]:
+    """Write one panorama's files (see the module docstring); returns the paths. ``depth_scale=None``: the
+    finest PNG scale that holds ``meta["max_depth"]`` (:func:`pager.export.depth_png_scale`)."""
+    from pager.export import colorize_depth, depth_png_scale, normals_to_rgb, save_depth_png16, save_image, save_npz
 
     written: List[Path] = []
     arrays: Dict[str, Any] = {"rgb": result["rgb"], "stitching": np.str_(meta.get("stitching", "exact")),
@@ -106,6 +111,8 @@ def write_outputs(stem: str, out_dir: Path, result: Dict[str, Any], meta: Dict[s
     if result.get("depth") is not None:
         depth, mask = result["depth"], result["depth_mask"]
         written.append(save_image(out_dir / f"{stem}_depth.png", colorize_depth(depth, mask)))
+        if depth_scale is None:
+            depth_scale = depth_png_scale(meta["max_depth"])
         written.append(save_depth_png16(out_dir / f"{stem}_depth16.png", depth, scale=depth_scale, mask=mask,
                                         unit="metres" if meta.get("metric_depth") else "relative"))
         arrays.update(depth=depth, depth_mask=mask, metric_depth=np.bool_(meta.get("metric_depth", False)),

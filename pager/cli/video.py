@@ -62,7 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                     help="same as --motion_compensation none")
     out = parser.add_argument_group("outputs")
     out.add_argument("--depth_png", action="store_true", help="also write depth16/<frame>.png (16-bit)")
-    out.add_argument("--depth_scale", type=float, default=1000.0, help="16-bit PNG steps per depth unit (default 1000: mm)")
+    out.add_argument("--depth_scale", type=float, default=None,
+                     help="16-bit PNG steps per depth unit (default: the finest of 1000 (mm for metric models), 500, 200, "
+                          "100, ... that holds the checkpoint's max_depth; stored in each PNG and in video.json)")
     out.add_argument("--pointcloud_every", type=int, default=0, metavar="N", help="write a point cloud every N frames (0 = none)")
     out.add_argument("--pointcloud_format", choices=("ply", "glb"), default="ply")
     out.add_argument("--no_video", action="store_true", help="no depth / normals videos")

@@ -5,7 +5,9 @@
 ``value = round(depth_m * scale)`` stored as ``uint16``; ``0`` means *invalid* (masked, NaN or
 non-positive after rounding is avoided: a valid depth never encodes to 0, it is raised to 1).
 The default ``scale = 1000`` stores millimetres (the common convention of depth datasets), which
-covers ``(0, 65.535]`` m in 1 mm steps; use e.g. ``scale = 500`` for outdoor scenes up to 131 m.
+covers ``(0, 65.535]`` m in 1 mm steps; :func:`depth_png_scale` picks the finest of 1000, 500, 200, ...
+that holds a given largest depth (``500`` for a model whose range ends at 75 m: 2 mm steps up to 131 m),
+which is what the command lines use unless ``--depth_scale`` is given.
 Depths above ``65535 / scale`` are clipped to 65535 with a warning. The scale is also written into
 the PNG as the text chunk ``pager:depth_scale`` so :func:`load_depth_png16` can decode the file
 without being told, and the unit as ``pager:depth_unit`` (``metres``, or ``relative`` for relative-depth
@@ -33,6 +35,27 @@ DEFAULT_DEPTH_SCALE = 1000.0
 PNG_SCALE_KEY = "pager:depth_scale"
 PNG_UNIT_KEY = "pager:depth_unit"
 _PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+#: steps per depth unit that :func:`depth_png_scale` chooses from, finest first (1000: millimetres)
+DEPTH_PNG_SCALES = (1000.0, 500.0, 200.0, 100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0)
+
+
+def depth_png_scale(max_depth: float) -> float:
+    """The finest scale of :data:`DEPTH_PNG_SCALES` at which depths up to ``max_depth`` fit a 16-bit PNG.
+
+    That is the largest ``s`` in ``1000, 500, 200, 100, ..., 1`` with ``max_depth * s <= 65535`` (so
+    ``round(depth * s)`` never clips), and ``65535 / max_depth`` beyond ``max_depth = 65535``. ``max_depth`` is in
+    the depth's unit (metres, or the relative unit of a relative-depth model), e.g. a checkpoint's ``max_depth``.
+    Raises ``ValueError`` unless ``max_depth`` is a positive finite number.
+    """
+    top = float(max_depth)
+    if not (np.isfinite(top) and top > 0):
+        raise ValueError(f"depth_png_scale: max_depth must be a positive finite number, got {max_depth!r}")
+    for scale in DEPTH_PNG_SCALES:
+        if top * scale <= 65535.0:
+            return scale
+    return 65535.0 / top
 
 
 #: pixels per band of rows in the per-pixel conversions of the writers (bounds their float64 temporaries)

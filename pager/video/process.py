@@ -8,7 +8,9 @@ Outputs in ``out_dir`` (``N`` = processed frames, ``H x W`` = output size):
 * ``normals.npy`` float16 ``[N, H, W, 3]`` unit vectors in PaGeR's frame (0 = invalid).
 * ``depth.mp4`` / ``normals.mp4``: colour-mapped videos at the output frame rate (input rate / stride);
   the depth colours use one range for the whole sequence (1st-99th percentile of sampled frames).
-* ``depth16/<k:06d>.png`` (``depth_png``): 16-bit depth, ``round(depth * depth_scale)``, 0 = invalid.
+* ``depth16/<k:06d>.png`` (``depth_png``): 16-bit depth, ``round(depth * depth_scale)``, 0 = invalid; the scale
+  defaults to the finest that holds the checkpoint's ``max_depth`` (:func:`pager.export.depth_png_scale`) and is
+  stored in each PNG and in ``video.json`` (``depth_png_scale``), the unit (metres / relative) in each PNG.
 * ``pointclouds/<k:06d>.<ply|glb>`` every ``pointcloud_every`` frames.
 * ``video.json``: the settings (output frame ``k`` is input frame ``start + k * stride``), progress, and per
   frame the scale applied (``exp(beta)``), the estimated yaw shift in columns and the estimated camera
@@ -61,7 +63,7 @@ class VideoOptions:
     motion_compensation: str = "pose"  # pose | yaw | none (pager.video.consistency.MOTION_MODES)
     causal_filter: bool = False  # forward filter only; else two-sided (BackwardSmoother after the last frame)
     depth_png: bool = False
-    depth_scale: float = 1000.0
+    depth_scale: Optional[float] = None  # None: pager.export.depth_png_scale(the checkpoint's max_depth)
     pointcloud_every: int = 0
     pointcloud_format: str = "ply"
     pointcloud_max_points: Optional[int] = 500_000
@@ -85,6 +87,8 @@ class VideoOptions:
 
         if self.motion_compensation not in MOTION_MODES:
             raise ValueError(f"--motion_compensation must be one of {', '.join(MOTION_MODES)}, got {self.motion_compensation!r}")
+        if self.depth_scale is not None and not (np.isfinite(self.depth_scale) and self.depth_scale > 0):
+            raise ValueError(f"--depth_scale must be a positive number, got {self.depth_scale}")
         if self.pointcloud_every < 0:
             raise ValueError(f"--pointcloud_every must be >= 0, got {self.pointcloud_every}")
         if self.pointcloud_format not in ("ply", "glb"):
@@ -240,8 +244,18 @@ def _backward_pass(arrays: Dict[str, np.ndarray], opts: VideoOptions, progress: 
     arrays["depth"].flush()
 
 
+def _depth_png_options(pipe: Any, opts: VideoOptions) -> Dict[str, Any]:
+    """``scale`` and ``unit`` of the 16-bit depth PNGs: ``--depth_scale``, else the finest scale that holds the
+    checkpoint's ``max_depth``; metres or relative after the checkpoint."""
+    from pager.export import depth_png_scale
+
+    cfg = pipe.model.configs["depth"]
+    scale = opts.depth_scale if opts.depth_scale is not None else depth_png_scale(cfg.max_depth)
+    return {"scale": float(scale), "unit": "metres" if cfg.metric_depth else "relative"}
+
+
 def _derived_outputs(out_dir: Path, source: FrameSource, arrays: Dict[str, np.ndarray], size: tuple, opts: VideoOptions,
-                     progress: bool) -> None:
+                     progress: bool, png: Dict[str, Any]) -> None:
     """16-bit PNGs and point clouds of the final depth (two-sided filter: after the backward pass; the
     point clouds' colours are the frames decoded again, resized to the output size)."""
     from PIL import Image
@@ -255,7 +269,7 @@ def _derived_outputs(out_dir: Path, source: FrameSource, arrays: Dict[str, np.nd
     for k, _, rgb in tqdm(frames, total=arrays["depth"].shape[0], desc="depth files", unit="frame", disable=not progress):
         depth, mask = np.asarray(arrays["depth"][k]), np.asarray(arrays["depth_mask"][k])
         if opts.depth_png:
-            save_depth_png16(out_dir / "depth16" / f"{k:06d}.png", depth, scale=opts.depth_scale, mask=mask)
+            save_depth_png16(out_dir / "depth16" / f"{k:06d}.png", depth, mask=mask, **png)
         if opts.pointcloud_every and k % opts.pointcloud_every == 0:
             if rgb.shape[:2] != tuple(size):
                 rgb = np.asarray(Image.fromarray(np.asarray(rgb, dtype=np.uint8)).resize((size[1], size[0]), Image.BILINEAR))
@@ -292,6 +306,9 @@ def process_video(pipe: Any, source: FrameSource, out_dir: Path, opts: VideoOpti
                             "frames": n, "size": list(size), "done": done, "complete": False,
                             "first_input_frame": source.indices[0], "scale": [], "yaw_shift": [],
                             "rotation_deg": [], "translation": []}
+    png = _depth_png_options(pipe, opts) if "depth" in mods else {}
+    if opts.depth_png and png:
+        info["depth_png_scale"] = png["scale"]
     resume = done > 0
     if resume:
         old = json.loads((out_dir / INFO_FILE).read_text())
@@ -339,7 +356,7 @@ def process_video(pipe: Any, source: FrameSource, out_dir: Path, opts: VideoOpti
                     pose = step.get("src_from_tgt")
                     arrays["motion"][k] = np.full((4, 4), np.nan) if pose is None else pose.numpy()
                 elif opts.depth_png:  # (two-sided: the final depth, its PNG and point cloud come after the backward pass)
-                    save_depth_png16(out_dir / "depth16" / f"{k:06d}.png", depth, scale=opts.depth_scale, mask=mask)
+                    save_depth_png16(out_dir / "depth16" / f"{k:06d}.png", depth, mask=mask, **png)
             if "normals" in mods:
                 nm = np.asarray(out.normals_mask[j])
                 normals = np.where(nm[..., None], np.asarray(out.normals[j]), 0.0)
@@ -385,7 +402,7 @@ def process_video(pipe: Any, source: FrameSource, out_dir: Path, opts: VideoOpti
     info["frames_per_second"] = new_frames / seconds if new_frames and seconds > 0 else None
     if two_sided:
         _backward_pass(arrays, opts, progress)
-        _derived_outputs(out_dir, source, arrays, size, opts, progress)
+        _derived_outputs(out_dir, source, arrays, size, opts, progress, png)
     info["depth_unit"] = meta0.get("depth_unit", "relative" if relative else "m") if "depth" in mods else None
     if opts.videos:
         info["videos"] = [p.name for p in encode_videos(out_dir, arrays, source.output_fps, opts, progress)]
