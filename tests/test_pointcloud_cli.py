@@ -189,3 +189,66 @@ def test_single_panorama_with_tiny_checkpoint(tmp_path_factory):
     j = np.clip(np.floor((theta + np.pi) / (2 * np.pi) * w), 0, w - 1).astype(int)
     i = np.clip(np.floor((np.pi / 2 - phi) / np.pi * h), 0, h - 1).astype(int)
     np.testing.assert_array_equal(c, _coded_rgb(h, w)[i, j])
+
+
+def _three_predictions(tmp_path):
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    depth = _box_depth(H, W)
+    for name in ("a", "b", "c"):
+        np.savez(eval_dir / f"{name}.npz", depth, rgb=_coded_rgb(H, W))
+    return ["--depth_path", str(tmp_path), "--out", str(tmp_path / "o"), "--keep_flying_pixels"]
+
+
+def test_skip_existing_converts_only_the_missing_files(tmp_path, capsys):
+    argv = _three_predictions(tmp_path)
+    assert pc_cli.main(argv) == 0
+    a_bytes = (tmp_path / "o" / "a.glb").read_bytes()
+    (tmp_path / "o" / "b.glb").unlink()
+    (tmp_path / "o" / "c.glb").write_bytes(b"kept")  # an existing file is neither read nor replaced
+    capsys.readouterr()
+    assert pc_cli.main(argv) == 2  # without an option, existing files are refused by name
+    assert "a.glb" in capsys.readouterr().err
+    assert pc_cli.main(argv + ["--skip_existing"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 1 point cloud(s) to" in out and "(2 existed already)" in out
+    assert (tmp_path / "o" / "b.glb").read_bytes() == a_bytes  # same input, same file
+    assert (tmp_path / "o" / "c.glb").read_bytes() == b"kept"
+    assert pc_cli.main(argv + ["--skip_existing", "--overwrite"]) == 2
+    assert "contradict" in capsys.readouterr().err
+
+
+def test_interrupt_says_how_far_and_how_to_continue(tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the first file: one line with the count written and the option that continues; exit 130."""
+    from pager.export import pointcloud as pc_export
+
+    argv = _three_predictions(tmp_path)
+    real, calls = pc_export.save_point_cloud, []
+
+    def save_then_interrupt(*a, **k):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(pc_export, "save_point_cloud", save_then_interrupt)
+    assert pc_cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "1 of 3 point cloud(s) written" in err and "--skip_existing" in err and "Traceback" not in err
+    monkeypatch.setattr(pc_export, "save_point_cloud", real)
+    assert pc_cli.main(argv + ["--skip_existing"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.glb", "b.glb", "c.glb"]
+
+
+def test_single_panorama_skip_existing_does_not_load_the_model(tmp_path, capsys, monkeypatch):
+    Image.fromarray(_coded_rgb(H, W)).save(tmp_path / "pano.png")
+    (tmp_path / "pano.glb").write_bytes(b"kept")
+    import pager.pipeline
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(pager.pipeline.PagerPipeline, "from_pretrained", no_model)
+    assert pc_cli.main([str(tmp_path / "pano.png"), "--out", str(tmp_path / "pano.glb"), "--skip_existing"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert (tmp_path / "pano.glb").read_bytes() == b"kept"

@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                              "degenerate normals); by default they are left out")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
     parser.add_argument("--overwrite", action="store_true", help="replace existing point-cloud files")
+    parser.add_argument("--skip_existing", action="store_true",
+                        help="skip samples (or IMAGE) whose point-cloud file exists: continue an interrupted run "
+                             "(each file is written atomically, so an existing one is complete)")
     parser.add_argument("--normalize_input", action="store_true",
                         help="map float images with values outside [0, 1] (float TIFF, HDR/EXR) linearly to [0, 1] "
                              "(with a warning); without it they are refused")
@@ -256,10 +259,6 @@ def _same_aspect(a: Tuple[int, int], b: Tuple[int, int]) -> bool:
 
 def run_predictions(args: argparse.Namespace) -> int:
     """Saved-predictions mode; returns 0, or 1 when some predictions/colours were missing."""
-    from tqdm.auto import tqdm
-
-    from pager.export.pointcloud import erp_point_cloud, save_point_cloud
-
     kwargs = _cloud_kwargs(args)
     mod = _modality(args)
     fmt = args.format or "glb"
@@ -292,93 +291,150 @@ def run_predictions(args: argparse.Namespace) -> int:
         ids = sorted(p.stem for p in depth_dir.glob("*.npz"))
     from pager.io_utils import check_outputs
 
-    check_outputs([_out_path(out_dir, sid, fmt) for sid in ids], overwrite=args.overwrite, what="point cloud", option="--out")
+    _check_skip_options(args)
+    todo = list(range(len(ids)))
+    if args.skip_existing:
+        todo = [i for i in todo if not _out_path(out_dir, ids[i], fmt).is_file()]
+        if len(todo) < len(ids):
+            logger.info("--skip_existing: %d of %d point cloud(s) already exist in %s", len(ids) - len(todo), len(ids), out_dir)
+    check_outputs([_out_path(out_dir, ids[i], fmt) for i in todo], overwrite=args.overwrite, what="point cloud",
+                  option="--out")
 
     missing: List[str] = []
     written = 0
-    warned_no_mask = False
-    for index, sample_id in enumerate(tqdm(ids, desc="point clouds", unit="pano")):
-        depth_file = depth_dir / f"{sample_id}.npz"
-        if not depth_file.is_file():
-            missing.append(f"depth prediction {depth_file}")
-            continue
-        try:
-            depth_raw, depth_data = _load_array(depth_file, "depth")
-            depth = _depth_2d(depth_raw, depth_file)
-            valid = _saved_mask(depth_data, depth.shape, depth_file)
-        except ValueError as exc:  # unreadable (corrupt npz, pickled object), not [H, W], or a mis-shaped mask
-            missing.append(str(exc))
-            continue
-        hw = depth.shape
-        normals = None
-        if normals_dir is not None:
-            nfile = normals_dir / f"{sample_id}.npz"
-            if not nfile.is_file():
-                missing.append(f"normals prediction {nfile}")
-                continue
-            try:
-                n_arr, n_data = _load_array(nfile, "normals")
-                normals = _normals_hw3(n_arr, hw, nfile)
-                valid = _and_masks(valid, _saved_mask(n_data, hw, nfile))
-            except ValueError as exc:
-                missing.append(str(exc))
-                continue
-        if valid is None and not args.keep_invalid and not warned_no_mask:
-            logger.warning("%s has no validity 'mask' (not written by our inference.py): invalid pixels (sky, "
-                           "saturated) cannot be told apart and are kept; --max_depth drops far ones", depth_file)
-            warned_no_mask = True
-        mask = None if args.keep_invalid else valid
-
-        colors = None
-        if dataset is not None and (mod == "rgb" or args.use_dataset_mask):
-            sample = dataset[index]
-            if sample["id"] != sample_id:
-                raise ValueError(f"dataset returned sample {sample['id']} for {sample_id}")
-            rgb = np.rint((sample["rgb"].permute(1, 2, 0).numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
-            if tuple(rgb.shape[:2]) != tuple(hw):  # the evaluation's check: predictions are at the dataset's size
-                missing.append(f"{depth_file}: depth size {tuple(hw)} (H, W) differs from the dataset image "
-                               f"{tuple(rgb.shape[:2])} (transposed or resized prediction?)")
-                continue
-            colors = rgb
-            if args.use_dataset_mask:
-                dm = sample["mask"][0].numpy()
-                if dm.shape != hw:
-                    import torch
-                    import torch.nn.functional as F
-
-                    dm = F.interpolate(torch.from_numpy(dm)[None, None].float(), size=hw, mode="nearest")[0, 0].numpy() > 0.5
-                mask = dm if mask is None else (mask & dm)
-        elif mod == "rgb":
-            side = _side_rgb(depth_dir, sample_id, depth_data)
-            if side is None:
-                missing.append(f"RGB for {sample_id} (give --data_path/--dataset, or put an 'rgb' array in "
-                               f"{depth_file} or {sample_id}.png/.jpg beside it)")
-                continue
-            if not _same_aspect(tuple(side.shape[:2]), tuple(hw)):
-                missing.append(f"{depth_file}: depth size {tuple(hw)} (H, W) does not match its RGB image "
-                               f"{tuple(side.shape[:2])} (transposed prediction?)")
-                continue
-            colors = _resize_rgb(side, hw)
-        if mod == "normals":
-            colors = None  # coloured by the normals
-
-        unit = "unknown"  # inference.py records metric_depth in its npz; older files do not
-        if "metric_depth" in depth_data:
-            unit = "metres" if bool(np.asarray(depth_data["metric_depth"])) else "relative"
-        cloud = erp_point_cloud(depth, colors, mask=mask, normals=normals, unit=unit, **kwargs)
-        if len(cloud) == 0:
-            missing.append(f"points for {sample_id} (every pixel was invalid or dropped)")
-            continue
-        save_point_cloud(_out_path(out_dir, sample_id, fmt), cloud, fmt)
-        written += 1
-
-    print(f"wrote {written} point cloud(s) to {out_dir}")
+    try:
+        written = _convert_predictions(args, ids, todo, depth_dir, normals_dir, out_dir, fmt, dataset, missing, kwargs)
+    except KeyboardInterrupt as exc:
+        done = len(ids) - len(todo) + getattr(exc, "written", 0)
+        raise KeyboardInterrupt(f"{done} of {len(ids)} point cloud(s) written to {out_dir}; rerun with "
+                                "--skip_existing to continue") from exc
+    skipped = len(ids) - len(todo)
+    print(f"wrote {written} point cloud(s) to {out_dir}" + (f" ({skipped} existed already)" if skipped else ""))
     if missing:  # one line per sample, naming its file and the problem
         print(f"{len(missing)} sample(s) could not be converted:", file=sys.stderr)
         for line in missing:
             print(f"  {' '.join(line.split())}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_skip_options(args: argparse.Namespace) -> None:
+    if args.skip_existing and args.overwrite:
+        raise ValueError("--skip_existing and --overwrite contradict each other; pass one of them")
+
+
+class _SampleProblem(Exception):
+    """A sample of the saved-predictions mode that cannot be converted (the message names its file)."""
+
+
+def _convert_predictions(args: argparse.Namespace, ids: List[str], todo: List[int], depth_dir: Path,
+                         normals_dir: Optional[Path], out_dir: Path, fmt: str, dataset: Any, missing: List[str],
+                         kwargs: Dict[str, Any]) -> int:
+    """Write the point clouds of ``ids[i]`` for ``i`` in ``todo``; each sample that cannot be converted adds one line
+    to ``missing``. Returns the number of files written; a ``KeyboardInterrupt`` carries it as ``.written``."""
+    from tqdm.auto import tqdm
+
+    from pager.export.pointcloud import save_point_cloud
+
+    written = 0
+    state = {"warned_no_mask": False}
+    try:
+        for index in tqdm(todo, desc="point clouds", unit="pano"):
+            try:
+                cloud = _sample_cloud(args, index, ids[index], depth_dir, normals_dir, dataset, kwargs, state)
+            except _SampleProblem as exc:
+                missing.append(str(exc))
+                continue
+            save_point_cloud(_out_path(out_dir, ids[index], fmt), cloud, fmt)
+            written += 1
+    except KeyboardInterrupt as exc:
+        exc.written = written
+        raise
+    return written
+
+
+def _load_prediction(sample_id: str, depth_dir: Path, normals_dir: Optional[Path]) -> tuple:
+    """``(depth [H, W], npz arrays of the depth file, valid mask or None, normals [H, W, 3] or None)`` of one sample."""
+    depth_file = depth_dir / f"{sample_id}.npz"
+    if not depth_file.is_file():
+        raise _SampleProblem(f"depth prediction {depth_file}")
+    try:
+        depth_raw, depth_data = _load_array(depth_file, "depth")
+        depth = _depth_2d(depth_raw, depth_file)
+        valid = _saved_mask(depth_data, depth.shape, depth_file)
+    except ValueError as exc:  # unreadable (corrupt npz, pickled object), not [H, W], or a mis-shaped mask
+        raise _SampleProblem(str(exc)) from exc
+    normals = None
+    if normals_dir is not None:
+        nfile = normals_dir / f"{sample_id}.npz"
+        if not nfile.is_file():
+            raise _SampleProblem(f"normals prediction {nfile}")
+        try:
+            n_arr, n_data = _load_array(nfile, "normals")
+            normals = _normals_hw3(n_arr, depth.shape, nfile)
+            valid = _and_masks(valid, _saved_mask(n_data, depth.shape, nfile))
+        except ValueError as exc:
+            raise _SampleProblem(str(exc)) from exc
+    return depth, depth_data, valid, normals
+
+
+def _colors_and_dataset_mask(args: argparse.Namespace, index: int, sample_id: str, depth_dir: Path,
+                             depth_data: Dict[str, np.ndarray], hw: Tuple[int, int], dataset: Any) -> tuple:
+    """``(colours uint8 [H, W, 3] or None, the dataset's valid mask or None)`` of one sample."""
+    mod = _modality(args)
+    depth_file = depth_dir / f"{sample_id}.npz"
+    colors = dataset_mask = None
+    if dataset is not None and (mod == "rgb" or args.use_dataset_mask):
+        sample = dataset[index]
+        if sample["id"] != sample_id:
+            raise ValueError(f"dataset returned sample {sample['id']} for {sample_id}")
+        rgb = np.rint((sample["rgb"].permute(1, 2, 0).numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8)
+        if tuple(rgb.shape[:2]) != tuple(hw):  # the evaluation's check: predictions are at the dataset's size
+            raise _SampleProblem(f"{depth_file}: depth size {tuple(hw)} (H, W) differs from the dataset image "
+                                 f"{tuple(rgb.shape[:2])} (transposed or resized prediction?)")
+        colors = rgb
+        if args.use_dataset_mask:
+            dataset_mask = sample["mask"][0].numpy()
+            if dataset_mask.shape != hw:
+                import torch
+                import torch.nn.functional as F
+
+                dataset_mask = F.interpolate(torch.from_numpy(dataset_mask)[None, None].float(), size=hw,
+                                             mode="nearest")[0, 0].numpy() > 0.5
+    elif mod == "rgb":
+        side = _side_rgb(depth_dir, sample_id, depth_data)
+        if side is None:
+            raise _SampleProblem(f"RGB for {sample_id} (give --data_path/--dataset, or put an 'rgb' array in "
+                                 f"{depth_file} or {sample_id}.png/.jpg beside it)")
+        if not _same_aspect(tuple(side.shape[:2]), tuple(hw)):
+            raise _SampleProblem(f"{depth_file}: depth size {tuple(hw)} (H, W) does not match its RGB image "
+                                 f"{tuple(side.shape[:2])} (transposed prediction?)")
+        colors = _resize_rgb(side, hw)
+    if mod == "normals":
+        colors = None  # coloured by the normals
+    return colors, dataset_mask
+
+
+def _sample_cloud(args: argparse.Namespace, index: int, sample_id: str, depth_dir: Path, normals_dir: Optional[Path],
+                  dataset: Any, kwargs: Dict[str, Any], state: Dict[str, bool]) -> Any:
+    """The point cloud of one saved prediction; ``_SampleProblem`` when it cannot be made."""
+    from pager.export.pointcloud import erp_point_cloud
+
+    depth, depth_data, valid, normals = _load_prediction(sample_id, depth_dir, normals_dir)
+    if valid is None and not args.keep_invalid and not state["warned_no_mask"]:
+        logger.warning("%s has no validity 'mask' (not written by our inference.py): invalid pixels (sky, "
+                       "saturated) cannot be told apart and are kept; --max_depth drops far ones",
+                       depth_dir / f"{sample_id}.npz")
+        state["warned_no_mask"] = True
+    colors, dataset_mask = _colors_and_dataset_mask(args, index, sample_id, depth_dir, depth_data, depth.shape, dataset)
+    mask = _and_masks(None if args.keep_invalid else valid, dataset_mask)
+    unit = "unknown"  # inference.py records metric_depth in its npz; older files do not
+    if "metric_depth" in depth_data:
+        unit = "metres" if bool(np.asarray(depth_data["metric_depth"])) else "relative"
+    cloud = erp_point_cloud(depth, colors, mask=mask, normals=normals, unit=unit, **kwargs)
+    if len(cloud) == 0:
+        raise _SampleProblem(f"points for {sample_id} (every pixel was invalid or dropped)")
+    return cloud
 
 
 def run_image(args: argparse.Namespace) -> int:
@@ -391,6 +447,10 @@ def run_image(args: argparse.Namespace) -> int:
     kwargs = _cloud_kwargs(args)
     mod = _modality(args)
     out, fmt = cloud_file(args.out, image, args.format)
+    _check_skip_options(args)
+    if args.skip_existing and out.is_file():
+        print(f"{out} exists (--skip_existing): nothing to do")
+        return 0
     from pager.io_utils import check_outputs
 
     check_outputs([out], overwrite=args.overwrite, what="point cloud", option="--out")
