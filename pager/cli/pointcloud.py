@@ -291,7 +291,6 @@ def run_predictions(args: argparse.Namespace) -> int:
         ids = sorted(p.stem for p in depth_dir.glob("*.npz"))
     from pager.io_utils import check_outputs
 
-    _check_skip_options(args)
     todo = list(range(len(ids)))
     if args.skip_existing:
         todo = [i for i in todo if not _out_path(out_dir, ids[i], fmt).is_file()]
@@ -447,7 +446,6 @@ def run_image(args: argparse.Namespace) -> int:
     kwargs = _cloud_kwargs(args)
     mod = _modality(args)
     out, fmt = cloud_file(args.out, image, args.format)
-    _check_skip_options(args)
     if args.skip_existing and out.is_file():
         print(f"{out} exists (--skip_existing): nothing to do")
         return 0
@@ -485,6 +483,7 @@ def run_image(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the one-panorama or the saved-predictions mode."""
+    _check_skip_options(args)
     if args.image is not None:
         if args.depth_path is not None:
             raise ValueError("give either IMAGE or --depth_path, not both")
