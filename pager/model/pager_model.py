@@ -216,6 +216,8 @@ class Pager(nn.Module):
         self.compiled = False
         #: settings of the exact low-memory decoder (:meth:`enable_tiled_decoding`), None: untiled
         self.tiled_decoding: Optional["TiledDecoding"] = None
+        #: settings of the exact low-memory encoder (:meth:`enable_tiled_encoding`), None: untiled
+        self.tiled_encoding: Optional["TiledDecoding"] = None
 
     def optimize(
         self,
@@ -286,6 +288,34 @@ class Pager(nn.Module):
         self.tiled_decoding = cfg
         return self
 
+    def enable_tiled_encoding(self, enabled: bool = True, band_mb: float = 64.0, band_rows: Optional[int] = None) -> "Pager":
+        """Encode with the exact low-memory encoder of :mod:`pager.model.tiled_decoding` (or back, ``enabled=False``).
+
+        The encoder's counterpart of :meth:`enable_tiled_decoding` (same scheme and arguments; stride-2
+        downsampling convolutions in bands too): the latents are the untiled encoder's up to float rounding while
+        only a block's input and one hidden map are alive. Inference only; the encoder then runs eagerly. At the
+        released face size (768) the untiled encoder's full-resolution maps, not the UNet, set the peak memory
+        once decoding is tiled. Returns ``self``.
+
+        Raises:
+            ValueError: bad ``band_mb``/``band_rows``, or a VAE encoder layout the tiled encoder does not know.
+        """
+        if not enabled:
+            self.tiled_encoding = None
+            return self
+        from pager.model.tiled_decoding import TiledDecoding, check_tiled_encoding_support
+
+        cfg = TiledDecoding(band_mb=band_mb, band_rows=band_rows)
+        check_tiled_encoding_support(self.vae)
+        self.tiled_encoding = cfg
+        return self
+
+    def enable_tiled_vae(self, enabled: bool = True, band_mb: float = 64.0, band_rows: Optional[int] = None) -> "Pager":
+        """:meth:`enable_tiled_encoding` and :meth:`enable_tiled_decoding` together (the ``--tiled_vae`` option):
+        exact, bounded-memory VAE passes. Returns ``self``."""
+        self.enable_tiled_encoding(enabled, band_mb, band_rows)
+        return self.enable_tiled_decoding(enabled, band_mb, band_rows)
+
     def _layout(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
@@ -330,14 +360,24 @@ class Pager(nn.Module):
     # network steps (inside the networks: [B*6, C, F, F])
     # ---------------------------------------------------------------------------------------------
     def encode_rgb(self, faces: Tensor) -> Tensor:
-        """RGB faces ``[B*6, 3, F, F]`` in [-1, 1] -> scaled latents ``[B*6, 4, F/s, F/s]`` (distribution mode)."""
+        """RGB faces ``[B*6, 3, F, F]`` in [-1, 1] -> scaled latents ``[B*6, 4, F/s, F/s]`` (distribution mode).
+
+        Without gradients and after :meth:`enable_tiled_encoding`, the exact banded encoder of
+        :mod:`pager.model.tiled_decoding` runs instead of ``vae.encode`` (same latents up to float rounding)."""
         if faces.dim() != 4 or faces.shape[1] != 3:
             raise ValueError(f"encode_rgb expects [B*6, 3, F, F], got {tuple(faces.shape)}")
         self._check_faces(faces.shape[0], "encode_rgb")
         if faces.shape[-1] % self.vae_scale_factor or faces.shape[-2] != faces.shape[-1]:
             raise ValueError(f"face size {tuple(faces.shape[-2:])} must be square and a multiple of {self.vae_scale_factor}")
         faces = self._layout(faces.to(device=self.device, dtype=self.dtype))
-        posterior = self.vae.encode(faces).latent_dist
+        if self.tiled_encoding is not None and not torch.is_grad_enabled():
+            from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+            from pager.model.tiled_decoding import tiled_encode
+
+            posterior = DiagonalGaussianDistribution(tiled_encode(self.vae, faces, self.tiled_encoding))
+        else:
+            posterior = self.vae.encode(faces).latent_dist
         return posterior.mode() * self.latent_scale
 
     def uv_encoding(self, latent_size: int, device: torch.device, dtype: torch.dtype) -> Tensor:

@@ -55,7 +55,8 @@ from pager.model.panorama_layers import (
     moments_from_centred_sums,
 )
 
-__all__ = ["TiledDecoding", "check_tiled_decoding_support", "tiled_decode", "DEFAULT_BAND_MB"]
+__all__ = ["TiledDecoding", "check_tiled_decoding_support", "check_tiled_encoding_support", "tiled_decode",
+           "tiled_encode", "DEFAULT_BAND_MB"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,40 +95,44 @@ class TiledDecoding:
 # ----------------------------------------------------------------------------------------------------------
 # structure check
 # ----------------------------------------------------------------------------------------------------------
-def _check_conv(conv: nn.Module, where: str) -> None:
+def _check_conv(conv: nn.Module, where: str, downsample: bool = False) -> None:
+    """Stride-1 convolutions; with ``downsample``, the stride-2 one of a diffusers ``Downsample2D`` (whose
+    ``(0, 1, 0, 1)`` zero padding a cube-padded convolution replaces by one-sided cube padding)."""
     if not isinstance(conv, nn.Conv2d):
-        raise ValueError(f"tiled decoding: {where} is a {type(conv).__name__}, expected an nn.Conv2d")
-    if tuple(conv.stride) != (1, 1):
-        raise ValueError(f"tiled decoding: {where} has stride {tuple(conv.stride)}; only stride 1 is supported")
+        raise ValueError(f"tiled VAE: {where} is a {type(conv).__name__}, expected an nn.Conv2d")
+    allowed = ((1, 1), (2, 2)) if downsample else ((1, 1),)
+    if tuple(conv.stride) not in allowed:
+        raise ValueError(f"tiled VAE: {where} has stride {tuple(conv.stride)}; only "
+                         f"{' or '.join(str(a) for a in allowed)} is supported here")
     if isinstance(conv, CubePadConv2d):
-        if conv.input_zero_pad is not None:
-            raise ValueError(f"tiled decoding: {where} crops a zero-padded input; not supported")
+        if conv.input_zero_pad is not None and not (downsample and tuple(conv.input_zero_pad) == (0, 1, 0, 1)):
+            raise ValueError(f"tiled VAE: {where} crops a zero-padded input {conv.input_zero_pad}; not supported")
     elif conv.padding_mode != "zeros":
-        raise ValueError(f"tiled decoding: {where} pads with {conv.padding_mode!r}; only zeros or cube padding")
+        raise ValueError(f"tiled VAE: {where} pads with {conv.padding_mode!r}; only zeros or cube padding")
 
 
 def _check_norm(norm: nn.Module, where: str) -> None:
     if not isinstance(norm, nn.GroupNorm):
-        raise ValueError(f"tiled decoding: {where} is a {type(norm).__name__}, expected a GroupNorm")
+        raise ValueError(f"tiled VAE: {where} is a {type(norm).__name__}, expected a GroupNorm")
 
 
 def _check_resnet(block: nn.Module, where: str) -> None:
     if type(block).__name__ != "ResnetBlock2D":
-        raise ValueError(f"tiled decoding: {where} is a {type(block).__name__}, expected a diffusers ResnetBlock2D")
+        raise ValueError(f"tiled VAE: {where} is a {type(block).__name__}, expected a diffusers ResnetBlock2D")
     if block.upsample is not None or block.downsample is not None or block.time_emb_proj is not None:
-        raise ValueError(f"tiled decoding: {where} resamples or takes a time embedding; not supported")
+        raise ValueError(f"tiled VAE: {where} resamples or takes a time embedding; not supported")
     if not isinstance(block.nonlinearity, nn.SiLU):
-        raise ValueError(f"tiled decoding: {where} uses {type(block.nonlinearity).__name__}; only SiLU is supported")
+        raise ValueError(f"tiled VAE: {where} uses {type(block.nonlinearity).__name__}; only SiLU is supported")
     _check_norm(block.norm1, f"{where}.norm1")
     _check_norm(block.norm2, f"{where}.norm2")
     _check_conv(block.conv1, f"{where}.conv1")
     _check_conv(block.conv2, f"{where}.conv2")
     if block.conv2.in_channels != block.conv2.out_channels:
-        raise ValueError(f"tiled decoding: {where}.conv2 changes the channel count; not supported")
+        raise ValueError(f"tiled VAE: {where}.conv2 changes the channel count; not supported")
     sc = block.conv_shortcut
     if sc is not None and (not isinstance(sc, nn.Conv2d) or _conv_sides(sc) != (0, 0, 0, 0)
                            or tuple(sc.kernel_size) != (1, 1) or tuple(sc.stride) != (1, 1)):
-        raise ValueError(f"tiled decoding: {where}.conv_shortcut must be a 1x1 convolution")
+        raise ValueError(f"tiled VAE: {where}.conv_shortcut must be a 1x1 convolution")
 
 
 def check_tiled_decoding_support(vae: nn.Module) -> None:
@@ -142,27 +147,65 @@ def check_tiled_decoding_support(vae: nn.Module) -> None:
     if dec is None or type(dec).__name__ != "Decoder":
         raise ValueError(f"tiled decoding needs a diffusers AutoencoderKL (its Decoder), got {type(vae).__name__}")
     _check_conv(dec.conv_in, "decoder.conv_in")
-    mid = dec.mid_block
-    if mid is None or type(mid).__name__ != "UNetMidBlock2D":
-        raise ValueError(f"tiled decoding: decoder.mid_block is a {type(mid).__name__}, expected UNetMidBlock2D")
-    for i, res in enumerate(mid.resnets):
-        _check_resnet(res, f"decoder.mid_block.resnets.{i}")
+    _check_mid_block(dec.mid_block, "decoder")
     for i, block in enumerate(dec.up_blocks):
         where = f"decoder.up_blocks.{i}"
         if type(block).__name__ != "UpDecoderBlock2D":
-            raise ValueError(f"tiled decoding: {where} is a {type(block).__name__}, expected UpDecoderBlock2D")
+            raise ValueError(f"tiled VAE: {where} is a {type(block).__name__}, expected UpDecoderBlock2D")
         for j, res in enumerate(block.resnets):
             _check_resnet(res, f"{where}.resnets.{j}")
         for j, up in enumerate(block.upsamplers or []):
             w = f"{where}.upsamplers.{j}"
             if (type(up).__name__ != "Upsample2D" or not up.use_conv or up.use_conv_transpose or not up.interpolate
                     or up.norm is not None or up.name != "conv"):
-                raise ValueError(f"tiled decoding: {w} must be a diffusers Upsample2D (nearest 2x, then a convolution)")
+                raise ValueError(f"tiled VAE: {w} must be a diffusers Upsample2D (nearest 2x, then a convolution)")
             _check_conv(up.conv, f"{w}.conv")
-    _check_norm(dec.conv_norm_out, "decoder.conv_norm_out")
-    if not isinstance(dec.conv_act, nn.SiLU):
-        raise ValueError(f"tiled decoding: decoder.conv_act is {type(dec.conv_act).__name__}; only SiLU is supported")
-    _check_conv(dec.conv_out, "decoder.conv_out")
+    _check_output_layers(dec, "decoder")
+
+
+def _check_mid_block(mid: nn.Module, part: str) -> None:
+    if mid is None or type(mid).__name__ != "UNetMidBlock2D":
+        raise ValueError(f"tiled VAE: {part}.mid_block is a {type(mid).__name__}, expected UNetMidBlock2D")
+    for i, res in enumerate(mid.resnets):
+        _check_resnet(res, f"{part}.mid_block.resnets.{i}")
+
+
+def _check_output_layers(net: nn.Module, part: str) -> None:
+    _check_norm(net.conv_norm_out, f"{part}.conv_norm_out")
+    if not isinstance(net.conv_act, nn.SiLU):
+        raise ValueError(f"tiled VAE: {part}.conv_act is {type(net.conv_act).__name__}; only SiLU is supported")
+    _check_conv(net.conv_out, f"{part}.conv_out")
+
+
+def check_tiled_encoding_support(vae: nn.Module) -> None:
+    """Raise ``ValueError`` naming the first layer of ``vae``'s encoder that :func:`tiled_encode` cannot run.
+
+    Supported: diffusers' ``AutoencoderKL`` encoder of the SD / SD-2 VAEs: ``conv_in``, ``DownEncoderBlock2D``
+    blocks of ``ResnetBlock2D`` and a stride-2 ``Downsample2D`` convolution (zero padding ``(0, 1, 0, 1)`` or
+    its one-sided cube padding, or a padded convolution), a ``UNetMidBlock2D`` of ``ResnetBlock2D`` and attention,
+    ``conv_norm_out`` + SiLU + ``conv_out``, an optional 1x1 ``quant_conv``; GroupNorms panorama-wide or per face.
+    """
+    enc = getattr(vae, "encoder", None)
+    if enc is None or type(enc).__name__ != "Encoder":
+        raise ValueError(f"tiled encoding needs a diffusers AutoencoderKL (its Encoder), got {type(vae).__name__}")
+    _check_conv(enc.conv_in, "encoder.conv_in")
+    for i, block in enumerate(enc.down_blocks):
+        where = f"encoder.down_blocks.{i}"
+        if type(block).__name__ != "DownEncoderBlock2D":
+            raise ValueError(f"tiled VAE: {where} is a {type(block).__name__}, expected DownEncoderBlock2D")
+        for j, res in enumerate(block.resnets):
+            _check_resnet(res, f"{where}.resnets.{j}")
+        for j, down in enumerate(block.downsamplers or []):
+            w = f"{where}.downsamplers.{j}"
+            if type(down).__name__ != "Downsample2D" or not down.use_conv or down.norm is not None:
+                raise ValueError(f"tiled VAE: {w} must be a diffusers Downsample2D with a convolution")
+            _check_conv(down.conv, f"{w}.conv", downsample=True)
+    _check_mid_block(enc.mid_block, "encoder")
+    _check_output_layers(enc, "encoder")
+    qc = getattr(vae, "quant_conv", None)
+    if qc is not None and (not isinstance(qc, nn.Conv2d) or _conv_sides(qc) != (0, 0, 0, 0)
+                           or tuple(qc.kernel_size) != (1, 1) or tuple(qc.stride) != (1, 1)):
+        raise ValueError("tiled VAE: quant_conv must be a 1x1 convolution")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -297,12 +340,16 @@ def _conv_bands(
     pre: Optional[_BandNorm] = None,
     residual: Optional[Callable[[int, int, Tensor], Tensor]] = None,
     inplace: bool = False,
+    zero_sides: Optional[Tuple[int, int, int, int]] = None,
 ) -> Tensor:
     """``conv(pad(pre(upsample(x))))`` ``[N, Cout, Ho, Wo]`` computed in bands of output rows.
 
-    ``pad`` is the convolution's own padding (cube padding for a :class:`CubePadConv2d`, else zeros), ``upsample``
-    nearest by ``up``, ``pre`` a :class:`_BandNorm` (GroupNorm + SiLU). ``residual(o0, o1, y)`` maps the output
-    rows ``[o0, o1)`` to the stored result. ``inplace``: the result overwrites ``x`` (same shape; ``up == 1``).
+    ``pad`` is the convolution's own padding (cube padding for a :class:`CubePadConv2d`, else zeros; a plain
+    convolution's zero padding may be given as ``zero_sides`` ``(left, right, top, bottom)`` instead, e.g. the
+    ``(0, 1, 0, 1)`` of diffusers' ``Downsample2D``), ``upsample`` nearest by ``up``, ``pre`` a :class:`_BandNorm`
+    (GroupNorm + SiLU); the convolution's stride is kept (output row ``o`` reads padded rows ``o * stride`` on).
+    ``residual(o0, o1, y)`` maps the output rows ``[o0, o1)`` to the stored result. ``inplace``: the result
+    overwrites ``x`` (same shape; ``up == 1``, stride 1).
     """
     n, cin, h, w = x.shape
     hv, wv = h * up, w * up
@@ -310,23 +357,24 @@ def _conv_bands(
         sides, cube = tuple(conv.cube_sides), True
         mode = getattr(conv, "cube_padding_mode", "reference")
     else:
-        sides, cube, mode = _conv_sides(conv), False, "reference"
+        sides, cube, mode = (_conv_sides(conv) if zero_sides is None else tuple(zero_sides)), False, "reference"
     left, right, top, bottom = sides
-    (kh, kw), (dh, dw) = conv.kernel_size, conv.dilation
+    (kh, kw), (dh, dw), (sh, sw) = conv.kernel_size, conv.dilation, conv.stride
     hp, wp = hv + top + bottom, wv + left + right
-    ho, wo = hp - dh * (kh - 1), wp - dw * (kw - 1)
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
     cout = conv.out_channels
     fmt = torch.channels_last if (x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()) \
         else torch.contiguous_format
     if inplace:
-        if up != 1 or (cout, ho, wo) != (cin, h, w):
+        if up != 1 or (sh, sw) != (1, 1) or (cout, ho, wo) != (cin, h, w):
             raise ValueError("an in-place banded convolution must keep the shape of its input")
         out = x
     else:
         out = torch.empty((n, cout, ho, wo), dtype=x.dtype, device=x.device, memory_format=fmt)
     ring = _Ring(x, sides, mode, up, pre) if cube and any(sides) else None
     halo = dh * (kh - 1)
-    rows = cfg.rows(x.element_size() * n * (2 * cin * wp + cout * wo))  # padded input, pre/upsample temporary, output
+    # per output row: sh rows of padded input and of the pre/upsample temporary, one output row
+    rows = cfg.rows(x.element_size() * n * (2 * cin * wp * sh + cout * wo))
     carry: Optional[Tensor] = None  # in place: the original rows [carry_start, o0) that were overwritten
     carry_start = 0
 
@@ -341,7 +389,7 @@ def _conv_bands(
 
     for o0 in range(0, ho, rows):
         o1 = min(o0 + rows, ho)
-        p0, p1 = o0, o1 + halo  # rows of the padded input (0 = the first padding row)
+        p0, p1 = o0 * sh, (o1 - 1) * sh + halo + 1  # rows of the padded input (0 = the first padding row)
         band = torch.empty((n, cin, p1 - p0, wp), dtype=x.dtype, device=x.device, memory_format=fmt)
         a, b = max(p0 - top, 0), min(p1 - top, hv)  # rows of the (upsampled) map in this band
         if not cube:
@@ -356,7 +404,7 @@ def _conv_bands(
             del src
         if ring is not None:
             ring.fill(band, p0, p1)
-        y = F.conv2d(band, conv.weight, conv.bias, 1, 0, conv.dilation, conv.groups)
+        y = F.conv2d(band, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
         del band
         if residual is not None:
             y = residual(o0, o1, y)
@@ -391,6 +439,17 @@ def _resnet(block: nn.Module, x: Tensor, cfg: TiledDecoding) -> Tensor:
                        inplace=True)
 
 
+def _mid_block(mid: nn.Module, x: Tensor, cfg: TiledDecoding) -> Tensor:
+    """diffusers ``UNetMidBlock2D``: ResNet blocks in bands; its attention (joint over the six faces, at the latent
+    resolution: small) runs as usual."""
+    x = _resnet(mid.resnets[0], x, cfg)
+    for attn, res in zip(mid.attentions, mid.resnets[1:]):
+        if attn is not None:
+            x = attn(x, temb=None)
+        x = _resnet(res, x, cfg)
+    return x
+
+
 def _decode_panorama(vae: nn.Module, z: Tensor, cfg: TiledDecoding) -> Tensor:
     """One panorama's six faces of (unscaled) latents ``[6, c, h, w]`` -> decoded ``[6, 3, F, F]``."""
     dec = vae.decoder
@@ -398,18 +457,59 @@ def _decode_panorama(vae: nn.Module, z: Tensor, cfg: TiledDecoding) -> Tensor:
         z = vae.post_quant_conv(z)
     x = _conv_bands(dec.conv_in, z, cfg)
     del z
-    mid = dec.mid_block
-    x = _resnet(mid.resnets[0], x, cfg)
-    for attn, res in zip(mid.attentions, mid.resnets[1:]):
-        if attn is not None:
-            x = attn(x, temb=None)
-        x = _resnet(res, x, cfg)
+    x = _mid_block(dec.mid_block, x, cfg)
     for block in dec.up_blocks:
         for res in block.resnets:
             x = _resnet(res, x, cfg)
         for up in block.upsamplers or []:
             x = _conv_bands(up.conv, x, cfg, up=2)
     return _conv_bands(dec.conv_out, x, cfg, pre=_norm_stats(dec.conv_norm_out, x, cfg))
+
+
+def _downsample(down: nn.Module, x: Tensor, cfg: TiledDecoding) -> Tensor:
+    """diffusers ``Downsample2D`` (a stride-2 convolution) in bands; its ``(0, 1, 0, 1)`` zero padding (``padding=0``)
+    is applied per band (or, for a cube-padded convolution, its one-sided cube padding), never to the whole map."""
+    conv = down.conv
+    zero_sides = (0, 1, 0, 1) if down.padding == 0 and not isinstance(conv, CubePadConv2d) else None
+    return _conv_bands(conv, x, cfg, zero_sides=zero_sides)
+
+
+def _encode_panorama(vae: nn.Module, x: Tensor, cfg: TiledDecoding) -> Tensor:
+    """One panorama's six RGB faces ``[6, 3, F, F]`` -> the encoder's moments ``[6, 2c, F/s, F/s]`` (after
+    ``quant_conv``), as ``vae.encode(x).latent_dist.parameters``."""
+    enc = vae.encoder
+    h = _conv_bands(enc.conv_in, x, cfg)
+    for block in enc.down_blocks:
+        for res in block.resnets:
+            h = _resnet(res, h, cfg)
+        for down in block.downsamplers or []:
+            h = _downsample(down, h, cfg)
+    h = _mid_block(enc.mid_block, h, cfg)
+    h = _conv_bands(enc.conv_out, h, cfg, pre=_norm_stats(enc.conv_norm_out, h, cfg))
+    if getattr(vae, "quant_conv", None) is not None:
+        h = vae.quant_conv(h)
+    return h
+
+
+@torch.no_grad()
+def tiled_encode(vae: nn.Module, x: Tensor, cfg: Optional[TiledDecoding] = None) -> Tensor:
+    """The moments of ``vae.encode(x)`` (``latent_dist.parameters``: mean and log-variance, ``[B*6, 2c, h, w]``) of
+    RGB faces ``x`` ``[B*6, 3, F, F]`` with bounded memory.
+
+    The same function as the untiled encoder up to float rounding, by the scheme of the module docstring (stride-2
+    downsampling convolutions read two padded rows per output row); panoramas are encoded one after the other.
+    Inference only (runs under ``torch.no_grad``). ``DiagonalGaussianDistribution(moments).mode()`` is the latent.
+
+    Raises:
+        ValueError: a batch that is not whole panoramas, or an encoder layout :func:`check_tiled_encoding_support`
+            refuses.
+    """
+    cfg = cfg or TiledDecoding()
+    check_tiled_encoding_support(vae)
+    if x.dim() != 4 or x.shape[0] % FACES:
+        raise ValueError(f"tiled encoding needs faces [B*6, C, F, F] of whole panoramas, got {tuple(x.shape)}")
+    outs = [_encode_panorama(vae, x[i:i + FACES], cfg) for i in range(0, x.shape[0], FACES)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 @torch.no_grad()
