@@ -11,7 +11,7 @@ Steps (each row of the final table):
 2. ``infer``: the released size (faces of 768 px, 2048x1024 output) of the full SD-2 architecture with random
    weights (speed does not depend on the values), fp32 / fp16 / bf16, eager and ``torch.compile``: seconds per
    panorama (median of ``--repeats`` after warm-up; compile time reported separately) and peak memory; eager
-   also with the exact tiled VAE decoder (``Pager.enable_tiled_decoding``, "tiled").
+   also with the exact tiled VAE encoder and decoder (``Pager.enable_tiled_vae``, "tiled").
 3. ``attention``: the bf16 eager run with the xformers backend, when xformers imports.
 4. ``train``: seconds per training step (forward through VAE encoder, UNet and decoder, loss, backward into the
    UNet, AdamW) at ``--train_face`` px, bf16 autocast, and its peak memory.
@@ -208,7 +208,7 @@ def inference(args: argparse.Namespace, device: Any) -> None:
                 continue
             try:
                 extra = ""
-                model.enable_tiled_decoding(tiled)
+                model.enable_tiled_vae(tiled)
                 if comp:
                     model.optimize(compile=True)
                     t = time.perf_counter()
@@ -225,7 +225,7 @@ def inference(args: argparse.Namespace, device: Any) -> None:
             except Exception as exc:  # report and go on: one failing configuration must not hide the others
                 row("infer", cfg, note=f"FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
             finally:
-                model.enable_tiled_decoding(False)
+                model.enable_tiled_vae(False)
                 if comp:
                     uncompile(model)
                     torch._dynamo.reset()

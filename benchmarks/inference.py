@@ -95,7 +95,8 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         model = build_model(spec["model"], tmp, spec.get("panorama_layers", True)).to(device=device, dtype=dtype)
-        model.enable_tiled_decoding(bool(spec.get("tiled_decoding")))
+        model.enable_tiled_decoding(bool(spec.get("tiled_decoding") or spec.get("tiled_vae")))
+        model.enable_tiled_encoding(bool(spec.get("tiled_vae")))
         model.optimize(channels_last=bool(spec.get("channels_last")), compile=bool(spec.get("compile")))
         build_s = time.perf_counter() - t0
         rss_model = rss_mb()
@@ -244,7 +245,8 @@ def compare_plain(args: argparse.Namespace) -> int:
         for name, m in models.items():
             if args.channels_last or args.compile:
                 m.optimize(channels_last=args.channels_last, compile=args.compile)
-            m.enable_tiled_decoding(args.tiled_decoding)
+            m.enable_tiled_decoding(args.tiled_decoding or args.tiled_vae)
+            m.enable_tiled_encoding(args.tiled_vae)
         for fs in args.face_sizes:
             x = torch.rand(1, 3, fs * 2, fs * 4, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
             times: Dict[str, List[float]] = {"ours": [], "plain": []}
@@ -366,6 +368,9 @@ def main() -> int:
     parser.add_argument("--tiled_decoding", action="store_true",
                         help="exact low-memory VAE decoding in bands of rows (Pager.enable_tiled_decoding; with "
                              "--compare_plain for both models)")
+    parser.add_argument("--tiled_vae", action="store_true",
+                        help="exact low-memory VAE encoding and decoding in bands of rows (Pager.enable_tiled_vae: "
+                             "what --tiled_vae of the commands does; with --compare_plain for both models)")
     args = parser.parse_args()
     if args.smoke:
         args.models, args.face_sizes, args.dtypes, args.repeats, args.warmup, args.threads = ["tiny"], [32], ["fp32"], 1, 0, 1
@@ -393,12 +398,13 @@ def main() -> int:
                 for dt in args.dtypes:
                     specs.append(dict(model=model, face_size=fs, dtype=dt, device=args.device, repeats=args.repeats,
                                       warmup=args.warmup, threads=args.threads, tiled_decoding=args.tiled_decoding,
+                                      tiled_vae=args.tiled_vae,
                                       channels_last=args.channels_last, compile=args.compile))
     import platform
 
     print(f"PaGeR inference, one 1024x512 panorama, device={args.device}, python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs; best of {args.repeats} after {args.warmup} warm-up")
-    flags = [f for f in ("channels_last", "compile", "tiled_decoding") if getattr(args, f)]
+    flags = [f for f in ("channels_last", "compile", "tiled_decoding", "tiled_vae") if getattr(args, f)]
     if flags:
         print("fast path: " + ", ".join(flags))
     head = (f"{'model':<6} {'layers':<9} {'face':>5} {'dtype':<5} {'seconds':>9} {'CPU s':>9} {'first call s':>12} {'peak RSS MB':>12} "

@@ -256,7 +256,8 @@ class InferenceConfig:
     seam_blend: bool
     channels_last: bool
     compile: bool
-    tiled_decoding: bool
+    tiled_vae: bool
+    tiled_decoding: bool  # the earlier name of tiled_vae
     training: TrainingSection
     model: ModelSection
     data: DataSection

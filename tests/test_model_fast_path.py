@@ -67,3 +67,59 @@ def test_gpu_check_cpu_smoke_runs_every_step(tmp_path, script_runner):
     video = next(r for r in rows if r["step"] == "video")
     assert video["seconds"] > 0 and "frames/s" in video["note"], video
     assert "PaGeR gpu_check summary" in proc.stdout
+
+
+@pytest.mark.parametrize("command,flag", [
+    ("predict", ["--tiled_vae"]), ("predict", ["--tiled_decoding"]),  # the earlier name turns on both as well
+    ("video", ["--tiled_vae"]), ("infer", ["--tiled_vae", "true"]), ("infer", ["--tiled_decoding", "true"]),
+    ("app", ["--tiled_vae"]),
+])
+def test_tiled_vae_option_reaches_the_model(command, flag, checkpoints, tmp_path, monkeypatch):
+    """Every command's low-memory option turns on the tiled encoder and decoder of the model it loads: its
+    predictions go through both (counted by wrapping them); the app's loader sets both."""
+    import argparse
+
+    import numpy as np
+    from PIL import Image
+
+    import pager.model.tiled_decoding as td
+
+    ckpt = str(checkpoints["depth"])
+    if command == "app":
+        from pager.app import cli as app_cli
+
+        args = app_cli.add_arguments(argparse.ArgumentParser()).parse_args(["--checkpoint_path", ckpt, *flag])
+        args.device = "cpu"
+        model = app_cli.load_pipeline(args).model
+        assert model.tiled_encoding is not None and model.tiled_decoding is not None
+        return
+    calls = {"encode": 0, "decode": 0}
+
+    def counted(name, real):
+        def run(*a, **k):
+            calls[name] += 1
+            return real(*a, **k)
+        return run
+
+    monkeypatch.setattr(td, "tiled_encode", counted("encode", td.tiled_encode))
+    monkeypatch.setattr(td, "tiled_decode", counted("decode", td.tiled_decode))
+    rgb = (np.random.default_rng(0).random((32, 64, 3)) * 255).astype(np.uint8)
+    frames = 1
+    if command == "predict":
+        Image.fromarray(rgb).save(tmp_path / "pano.png")
+        argv = ["predict", str(tmp_path / "pano.png"), "--out", str(tmp_path / "out")]
+    elif command == "video":
+        (tmp_path / "frames").mkdir()
+        for k in range(2):
+            Image.fromarray(rgb).save(tmp_path / "frames" / f"{k:03d}.png")
+        argv, frames = ["video", str(tmp_path / "frames"), "--out", str(tmp_path / "out"), "--no_video"], 2
+    else:
+        from fixtures_data import make_plain
+
+        make_plain(tmp_path / "data", layout={("indoor", "test"): [("room_000", 1)]})
+        argv = ["infer", "--data_path", str(tmp_path / "data"), "--dataset", "Synthetic", "--split", "test",
+                "--results_path", str(tmp_path / "results")]
+    from pager.cli.main import main
+
+    assert main([*argv, "--checkpoint_path", ckpt, *flag, "--device", "cpu"]) == 0
+    assert calls == {"encode": frames, "decode": frames}

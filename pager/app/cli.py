@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="a second checkpoint for normals when --checkpoint_path is a depth model")
     from pager.cli.common import add_model_options
 
-    add_model_options(parser, ("enable_xformers", "dtype", "channels_last", "compile", "tiled_decoding", "device", "face_size"))
+    add_model_options(parser, ("enable_xformers", "dtype", "channels_last", "compile", "tiled_vae", "device", "face_size"))
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     parser.add_argument("--max_height", type=int, default=1024, help="downscale larger panoramas to this height")
@@ -47,7 +47,7 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     pipe = PagerPipeline.from_pretrained(source, device=args.device, enable_xformers=args.enable_xformers,
                                          torch_dtype=getattr(args, "dtype", "float32"))
     pipe.model.optimize(channels_last=getattr(args, "channels_last", False), compile=getattr(args, "compile", False))
-    pipe.model.enable_tiled_decoding(bool(getattr(args, "tiled_decoding", False)))
+    pipe.model.enable_tiled_vae(bool(getattr(args, "tiled_vae", False)))
     return pipe
 
 

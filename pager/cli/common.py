@@ -66,9 +66,10 @@ def _model_option_specs(unit: str) -> dict:
         "channels_last": (("--channels_last",), dict(action="store_true", help="fast path: channels_last memory layout")),
         "compile": (("--compile",), dict(action="store_true",
                                          help="fast path: torch.compile the networks (the first batch compiles)")),
-        "tiled_decoding": (("--tiled_decoding",), dict(
-            action="store_true", help="fast path: exact low-memory VAE decoding in bands of rows (panorama-wide "
-                                      "GroupNorm statistics first; same output)")),
+        "tiled_vae": (("--tiled_vae", "--tiled_decoding"), dict(
+            action="store_true", help="fast path: exact low-memory VAE encoding and decoding in bands of rows "
+                                      "(panorama-wide GroupNorm statistics first; same output); --tiled_decoding is "
+                                      "its earlier name")),
         "allow_pickle": (("--allow_pickle",), dict(
             action="store_true", help="also load .bin pickle weights (only if you trust them)")),
     }
@@ -76,7 +77,7 @@ def _model_option_specs(unit: str) -> dict:
 
 #: Every model option of :func:`add_model_options`, in ``--help`` order.
 MODEL_OPTIONS = ("checkpoint_path", "modalities", "variant", "face_size", "output_height", "batch_size", "stitching",
-                 "seam_blend", "device", "dtype", "enable_xformers", "channels_last", "compile", "tiled_decoding", "allow_pickle")
+                 "seam_blend", "device", "dtype", "enable_xformers", "channels_last", "compile", "tiled_vae", "allow_pickle")
 
 
 def add_model_options(parser: Any, names: Any = MODEL_OPTIONS, unit: str = "panoramas") -> Any:

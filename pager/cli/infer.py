@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
                                   allow_pickle=args.allow_pickle, enable_xformers=bool(cfg.enable_xformers),
                                   overrides=overrides)
     model.optimize(channels_last=bool(cfg.get("channels_last")), compile=bool(cfg.get("compile")))
-    model.enable_tiled_decoding(bool(cfg.get("tiled_decoding")))
+    model.enable_tiled_vae(bool(cfg.get("tiled_vae")) or bool(cfg.get("tiled_decoding")))
     if tuple(model.modalities) != tuple(modalities):
         raise ValueError(f"checkpoint {ckpt!r}: its config.yaml names {list(modalities)}, its weights {list(model.modalities)}")
     if state.is_main_process:

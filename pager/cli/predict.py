@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = PagerPipeline.from_pretrained(source, variant=args.variant, torch_dtype=args.dtype, device=args.device,
                                          allow_pickle=args.allow_pickle, enable_xformers=args.enable_xformers)
     pipe.model.optimize(channels_last=args.channels_last, compile=args.compile)
-    pipe.model.enable_tiled_decoding(args.tiled_decoding)
+    pipe.model.enable_tiled_vae(args.tiled_vae)
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(images), desc="pager predict", unit="pano", disable=args.no_progress)
     try:

@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = PagerPipeline.from_pretrained(ckpt, variant=args.variant, torch_dtype=args.dtype, device=args.device,
                                          allow_pickle=args.allow_pickle, enable_xformers=args.enable_xformers)
     pipe.model.optimize(channels_last=args.channels_last, compile=args.compile)
-    pipe.model.enable_tiled_decoding(args.tiled_decoding)
+    pipe.model.enable_tiled_vae(args.tiled_vae)
     info = process_video(pipe, source, out_dir, opts, done=done, checkpoint=checkpoint, progress=not args.no_progress)
     fps = info.get("frames_per_second")
     print(f"pager video: {len(source)} frames of {args.input} -> {out_dir}"
