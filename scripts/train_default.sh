@@ -5,6 +5,7 @@
 #
 #   RUN=/work/runs/modelv2 bash scripts/train_default.sh                      # v2 (default stages, ~2 h on 2 busy cores)
 #   STAGES="eval" RUN=/work/runs/modelv2 bash scripts/train_default.sh        # only some stages
+#   EVAL_RESUME=1 STAGES="eval" ...   # continue an interrupted 'eval' (its predictions of the same weights are kept)
 #   nohup env RUN=/work/runs/modelv2 bash scripts/train_default.sh > /work/runs/modelv2/train_default.log 2>&1 &
 # RUN defaults to runs/default_model in this checkout (git ignores runs/), DATA to $RUN/data.
 #
@@ -213,8 +214,9 @@ if has eval; then  # the embedded default model (no --checkpoint_path), re-run e
   [ -f "$DATA/heldout/Synthetic/meta.json" ] || synth "$DATA/heldout/Synthetic" --num 100 --scenes both --seed 900000 --splits 0 0 1
   E=$RUN/eval_default
   mkdir -p "$E"
+  # EVAL_RESUME=1: keep the predictions an interrupted run wrote (same weights) and predict only the rest
   python inference.py --dataset Synthetic --data_path "$DATA/heldout" --split test --results_path "$E" \
-    --pred_only --generate_eval --overwrite --no_progress
+    --pred_only --generate_eval $([ -n "${EVAL_RESUME:-}" ] && echo --skip_existing || echo --overwrite) --no_progress
   evaluate_heldout "$E/default-depth" "$E/default-normals" "$E"
   python scripts/default_model/collect_metrics.py "$E" "$E/metrics.json" --label "the embedded default model"
   cat "$E/depth_both.txt" "$E/normals_both.txt"
