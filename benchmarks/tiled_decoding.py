@@ -1,15 +1,17 @@
 #!/usr/bin/env python
-"""VAE decoding of one panorama, untiled vs tiled (``Pager.enable_tiled_decoding``): seconds and peak memory.
+"""VAE decoding (or, ``--part encoder``, encoding) of one panorama, untiled vs tiled (``Pager.enable_tiled_decoding``
+/ ``enable_tiled_encoding``): seconds and peak memory.
 
 The full-size SD VAE (``benchmarks/inference.py``'s ``SD_VAE``, random weights: speed and memory do not depend on
 the values) with reference cube padding and panorama-wide layers, as in the released checkpoints, decodes latents
-``[6, 4, F/8, F/8]`` of one panorama. Each (face size, mode) runs in a fresh subprocess; the peak is the highest
+``[6, 4, F/8, F/8]`` of one panorama (or encodes its RGB faces ``[6, 3, F, F]`` into the moments). Each (face size, mode) runs in a fresh subprocess; the peak is the highest
 resident memory during the decode above the level before it (the kernel's peak counter, reset through
 ``/proc/self/clear_refs``; elsewhere the process's max RSS), and the total peak RSS of the process. The tiled
 output is compared with the untiled one of the same size (max |difference| relative to max |untiled|).
 
     python benchmarks/tiled_decoding.py --face_sizes 256 512 768
     python benchmarks/tiled_decoding.py --face_sizes 768 --modes tiled --band_mb 32
+    python benchmarks/tiled_decoding.py --part encoder --face_sizes 768
     python benchmarks/tiled_decoding.py --smoke        # a small VAE, face 32
 """
 from __future__ import annotations
@@ -58,7 +60,7 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     from pager.geometry import convert_to_cube_padding
     from pager.model.panorama_layers import make_panorama_wide
     from pager.model.pager_model import parse_dtype
-    from pager.model.tiled_decoding import TiledDecoding, tiled_decode
+    from pager.model.tiled_decoding import TiledDecoding, tiled_decode, tiled_encode
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -66,11 +68,18 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     vae = AutoencoderKL(**(SMOKE_VAE if spec["smoke"] else sd_vae_config())).eval()
     vae = make_panorama_wide(convert_to_cube_padding(vae, mode="reference")).to(parse_dtype(spec["dtype"]))
     latent = spec["face_size"] // 8 if not spec["smoke"] else spec["face_size"] // 4
-    z = torch.randn(6, 4, latent, latent, generator=torch.Generator().manual_seed(1)).to(vae.dtype)
+    encoder = spec.get("part") == "encoder"
+    if encoder:
+        size = spec["face_size"]
+        z = (torch.rand(6, 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1).to(vae.dtype)
+    else:
+        z = torch.randn(6, 4, latent, latent, generator=torch.Generator().manual_seed(1)).to(vae.dtype)
     cfg = TiledDecoding(band_mb=spec["band_mb"])
 
     def run() -> torch.Tensor:
         with torch.inference_mode():
+            if encoder:
+                return tiled_encode(vae, z, cfg) if spec["mode"] == "tiled" else vae.encode(z).latent_dist.parameters
             if spec["mode"] == "tiled":
                 return tiled_decode(vae, z, cfg)
             return vae.decode(z, return_dict=False)[0]
@@ -96,6 +105,7 @@ def main(argv: List[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--face_sizes", type=int, nargs="+", default=[256, 512], help="face sizes F (multiples of 8)")
     parser.add_argument("--modes", nargs="+", default=["untiled", "tiled"], choices=("untiled", "tiled"))
+    parser.add_argument("--part", default="decoder", choices=("decoder", "encoder"), help="which half of the VAE")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--band_mb", type=float, default=64.0, help="tiled: target MiB of one band")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's)")
@@ -114,8 +124,8 @@ def main(argv: List[str] | None = None) -> int:
             outs = {}
             for mode in args.modes:
                 out = str(Path(tmp) / f"{size}_{mode}.npy")
-                spec = dict(face_size=size, mode=mode, dtype=args.dtype, band_mb=args.band_mb, threads=args.threads,
-                            smoke=args.smoke, out=out)
+                spec = dict(face_size=size, mode=mode, part=args.part, dtype=args.dtype, band_mb=args.band_mb,
+                            threads=args.threads, smoke=args.smoke, out=out)
                 try:
                     proc = subprocess.run([sys.executable, __file__, "--_worker", json.dumps(spec)], capture_output=True,
                                           text=True, timeout=args.timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -137,7 +147,7 @@ def main(argv: List[str] | None = None) -> int:
                 a, b = np.load(outs["untiled"]), np.load(outs["tiled"])
                 rel = float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
                 rows[-1]["rel_diff_vs_untiled"] = rel
-    print(f"\nVAE decode of one panorama ({'small VAE' if args.smoke else 'SD VAE'}, {args.dtype}, "
+    print(f"\nVAE {'encode' if args.part == 'encoder' else 'decode'} of one panorama ({'small VAE' if args.smoke else 'SD VAE'}, {args.dtype}, "
           f"reference cube padding, panorama-wide layers; load {os.getloadavg()[0]:.2f})")
     print(f"{'F':>5} {'mode':>8} {'seconds':>9} {'added MB':>9} {'peak RSS MB':>12} {'rel diff':>9}")
     for r in rows:

@@ -22,7 +22,9 @@ def test_benchmarks_exist():
 
 
 # modes of a script that its plain --smoke run does not reach
-EXTRA = [(ROOT / "benchmarks" / "inference.py", ("--compare_plain", "--profile"))]
+EXTRA = [(ROOT / "benchmarks" / "inference.py", ("--compare_plain", "--profile")),
+         (ROOT / "benchmarks" / "inference.py", ("--tiled_vae",)),
+         (ROOT / "benchmarks" / "tiled_decoding.py", ("--part", "encoder"))]
 
 
 def _env(**extra: str) -> dict:
