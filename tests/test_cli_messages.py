@@ -157,3 +157,51 @@ def test_normalize_input_warns_once(tmp_path, caplog, tiny):
         assert main(["predict", str(path), "--out", str(tmp_path / "o"), "--checkpoint_path", tiny["depth"],
                      "--normalize_input", "--no_progress"]) == 0
     assert sum("normalised linearly" in r.getMessage() for r in caplog.records) == 1
+
+
+# --- a --depth_scale too coarse for the model's depth range is refused before the model loads ---------------------
+
+@pytest.mark.parametrize("command", ["predict", "video"])
+def test_depth_scale_below_one_step_refused_before_loading(tmp_path, capsys, monkeypatch, tiny, image, command):
+    """``--depth_scale 0.001`` (metres per step, the inverse convention) would store every depth of a model whose
+    range starts at 0.1 as 1 step: refused, naming the option and the smallest usable scale, nothing loaded."""
+    from pager.model.loading import load_checkpoint_config_only
+    from pager.pipeline import PagerPipeline
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(PagerPipeline, "from_pretrained", classmethod(no_loading))
+    min_depth = load_checkpoint_config_only(tiny["depth"]).min_depth
+    source = image if command == "predict" else str(Path(image).parent)
+    extra = ["--depth_png", "--no_video"] if command == "video" else []
+    base = [command, source, "--out", str(tmp_path / "o"), "--checkpoint_path", tiny["depth"], *extra]
+    assert main(base + ["--depth_scale", "0.001"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"pager {command}: error: --depth_scale 0.001 ")
+    assert f"scale >= {1 / min_depth:g}" in err[0]
+    assert not (tmp_path / "o").exists()
+    # the smallest accepted scale gets past the check (to the model loading, stopped here)
+    with pytest.raises(AssertionError, match="must not be loaded"):
+        main(base + ["--depth_scale", repr(1 / min_depth)])
+
+
+def test_depth_png_underflow_is_reported(tmp_path, caplog):
+    """Valid depths below half a step are stored as 1 step (never as the invalid 0) and counted in a warning."""
+    from PIL import Image
+
+    from pager.export import check_depth_png_scale, save_depth_png16
+
+    depth = np.array([[0.2, 0.6, 1.2, 2.0]], np.float32)  # scale 1: rint -> 0 (raised to 1), 1, 1, 2
+    with caplog.at_level(logging.WARNING, logger="pager.export.files"):
+        save_depth_png16(tmp_path / "d.png", depth, scale=1.0, unit="relative")
+    assert np.asarray(Image.open(tmp_path / "d.png")).tolist() == [[1, 1, 1, 2]]
+    [record] = [r for r in caplog.records if "stored as 1 step" in r.getMessage()]
+    assert "1 pixel(s)" in record.getMessage() and "below 0.5" in record.getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pager.export.files"):
+        save_depth_png16(tmp_path / "e.png", depth, scale=5.0)  # 0.2 * 5 = 1 step: nothing lost
+    assert not caplog.records
+    check_depth_png_scale(10.0, 0.1, 75.0)  # 0.1 m at 10 steps/m = 1 step
+    with pytest.raises(ValueError, match=r"--depth_scale 9\.9 .* scale >= 10"):
+        check_depth_png_scale(9.9, 0.1, 75.0)

@@ -124,3 +124,22 @@ def test_predict_writes_the_whole_depth_range_by_default(tmp_path, caplog, metri
     write_outputs("mm", tmp_path, result, dict(meta, max_depth=20.0), depth_scale=None)  # a range that fits mm
     with Image.open(tmp_path / "mm_depth16.png") as im:
         assert float(im.text["pager:depth_scale"]) == 1000.0
+
+
+@pytest.mark.parametrize("writer", ["depth_png16", "ply"])
+@pytest.mark.parametrize("depth_unit,stored", [("m", "metres"), ("relative", "relative")])
+def test_writers_take_the_pipeline_depth_unit(tmp_path, writer, depth_unit, stored):
+    """``PagerOutput.metadata[k]['depth_unit']`` ('m' or 'relative') passed on as ``unit=`` ends in the file as the
+    writers spell it: the PNG's ``pager:depth_unit`` chunk, the PLY's ``comment depth_unit`` line."""
+    from PIL import Image
+
+    from pager.export import erp_point_cloud, save_depth_png16, save_point_cloud
+
+    depth = np.full((8, 16), 2.0, np.float32)
+    if writer == "depth_png16":
+        save_depth_png16(tmp_path / "d.png", depth, unit=depth_unit)
+        assert Image.open(tmp_path / "d.png").info["pager:depth_unit"] == stored
+    else:
+        save_point_cloud(tmp_path / "c.ply", erp_point_cloud(depth, unit=depth_unit, remove_flying_pixels=False))
+        header = (tmp_path / "c.ply").read_bytes().split(b"end_header")[0].decode()
+        assert f"comment depth_unit {stored}\n" in header

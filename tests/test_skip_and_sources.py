@@ -171,7 +171,8 @@ def test_tables_built_during_inference_serve_training():
 
 @pytest.mark.parametrize("metric", [False, True], ids=["relative", "metric"])
 def test_depth_files_record_their_unit(tmp_path, metric):
-    """16-bit PNG, PLY header and point clouds from saved predictions say 'relative' for relative-depth models."""
+    """16-bit PNG, PLY header and point clouds from saved predictions say 'relative' for relative-depth models
+    (every command that writes them: predict, pointcloud from an image and from saved predictions, video)."""
     from pager.cli.main import main
 
     ck = build_tiny_checkpoint(tmp_path / "ck", seed=0, base_dir=tmp_path / "base", face_size=16, metric_depth=metric)
@@ -193,3 +194,18 @@ def test_depth_files_record_their_unit(tmp_path, metric):
                  "--data_path", str(data), "--format", "ply", "--out", str(tmp_path / "clouds")]) == 0
     ply = next((tmp_path / "clouds").glob("*.ply")).read_bytes().split(b"end_header")[0].decode()
     assert f"comment depth_unit {want}" in ply
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(2):
+        Image.open(img).save(frames / f"{k:02d}.png")
+    for filter_args in ([], ["--causal_filter"]):  # point clouds written at the end (two-sided) or per batch
+        out = tmp_path / f"v{len(filter_args)}"
+        assert main(["video", str(frames), "--out", str(out), "--checkpoint_path", str(ck), "--depth_png",
+                     "--pointcloud_every", "1", "--pointcloud_format", "ply", "--no_video", "--no_progress",
+                     *filter_args]) == 0
+        assert Image.open(out / "depth16" / "000000.png").info["pager:depth_unit"] == want
+        clouds = sorted((out / "pointclouds").glob("*.ply"))
+        assert len(clouds) == 2
+        for cloud in clouds:
+            header = cloud.read_bytes().split(b"end_header")[0].decode()
+            assert f"comment depth_unit {want}" in header and ("metres" in header) == metric

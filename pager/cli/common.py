@@ -93,6 +93,20 @@ def add_model_options(parser: Any, names: Any = MODEL_OPTIONS, unit: str = "pano
     return parser
 
 
+def check_depth_scale_option(source: Any, modalities: Any, scale: Optional[float], option: str = "--depth_scale") -> None:
+    """Check ``--depth_scale`` against the depth checkpoint's range (its ``config.yaml`` only, before the model
+    loads; :func:`pager.export.check_depth_png_scale`). Nothing to check without a scale or a depth model."""
+    if scale is None or "depth" not in tuple(modalities):
+        return
+    from pager.export.files import check_depth_png_scale
+    from pager.model.loading import checkpoint_config
+
+    cfg = checkpoint_config(source, "depth")
+    if cfg is not None:
+        check_depth_png_scale(scale, cfg.min_depth, cfg.max_depth, unit="metres" if cfg.metric_depth else "relative",
+                              option=option)
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` unless the help already mentions the default or there is nothing to show."""
 

@@ -152,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
     missing = [m for m in wanted if m not in available]
     if missing:
         raise ValueError(f"--modalities {missing}: the checkpoint(s) predict only {list(available)}")
+    from pager.cli.common import check_depth_scale_option
+
+    check_depth_scale_option(source, wanted, args.depth_scale)
     stems = output_stems(images)
     total = len(images)
     if args.skip_existing and args.overwrite:

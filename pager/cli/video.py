@@ -112,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
         require_av()
     ckpt = _checkpoint_source(args.checkpoint_path)
     mods = _modalities(args, ckpt)
+    if args.depth_png:
+        from pager.cli.common import check_depth_scale_option
+
+        check_depth_scale_option(ckpt, mods, args.depth_scale)
     passthrough = {n: getattr(args, n) for n in PIPELINE_PASS_THROUGH if getattr(args, n, None) is not None}
     opts = VideoOptions(
         modalities=tuple(mods), batch_size=args.batch_size, face_size=args.face_size, output_height=args.output_height,

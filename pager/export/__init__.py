@@ -1,5 +1,5 @@
 """Export of predictions: colormaps and mosaics, 16-bit depth PNG / npz / image files, ERP point clouds (GLB/PLY)."""
-from pager.export.files import depth_png_scale, load_depth_png16, load_npz, save_depth_png16, save_image, save_npz
+from pager.export.files import check_depth_png_scale, depth_png_scale, load_depth_png16, load_npz, save_depth_png16, save_image, save_npz
 from pager.export.pointcloud import (
     PointCloud,
     erp_point_cloud,
@@ -14,6 +14,7 @@ __all__ = [
     "PointCloud",
     "colorize_depth",
     "depth_colorbar",
+    "check_depth_png_scale",
     "depth_png_scale",
     "depth_range",
     "erp_point_cloud",

@@ -58,6 +58,30 @@ def depth_png_scale(max_depth: float) -> float:
     return 65535.0 / top
 
 
+def check_depth_png_scale(scale: float, min_depth: float, max_depth: float, unit: str = "metres",
+                          option: str = "--depth_scale") -> None:
+    """Check a 16-bit PNG ``scale`` (steps per depth unit) against a checkpoint's depth range before any work.
+
+    ``round(depth * scale)`` must give the smallest depth the checkpoint can predict, ``min_depth``, at least one
+    step: below that, valid depths round to the invalid marker 0 (they are stored as 1 step instead) and the
+    PNG holds a constant. ``scale`` 0.001 is the usual mistake (a dataset's "metres per step", the inverse
+    convention: ``pager synth``'s ``meta.json``). Raises ``ValueError`` naming ``option``. A scale at which the
+    checkpoint's ``max_depth`` exceeds 65535 steps only logs a warning (the deepest pixels will be clipped; a
+    chosen trade-off). ``min_depth`` / ``max_depth`` are in the depth's unit (metres, or relative units).
+    """
+    if not (np.isfinite(scale) and scale > 0):
+        raise ValueError(f"{option}: must be a positive number, got {scale}")
+    name = "m" if unit == "metres" else " (relative depth units)" if unit == "relative" else ""
+    if float(min_depth) * float(scale) < 1.0:
+        raise ValueError(
+            f"{option} {scale:g} stores the checkpoint's smallest depth {min_depth:g}{name} as {min_depth * scale:.3g} "
+            f"of a 16-bit step (it must be at least 1, i.e. a scale >= {1.0 / min_depth:g}); the scale is in steps per "
+            f"depth unit (1000: millimetres), not in depth units per step")
+    if float(max_depth) * float(scale) > 65535.0:
+        logger.warning("%s %g: depths above %.4g%s (65535 steps) will be clipped in the 16-bit PNGs (the checkpoint's "
+                       "range ends at %g)", option, scale, 65535.0 / scale, name, max_depth)
+
+
 #: pixels per band of rows in the per-pixel conversions of the writers (bounds their float64 temporaries)
 BAND_PIXELS = 1 << 20
 
@@ -88,11 +112,14 @@ def save_depth_png16(
 ) -> Path:
     """Write depth ``[H, W]`` (metres; ``[1, H, W]`` accepted) as a 16-bit PNG with ``value = round(depth * scale)``.
 
-    ``unit`` is what the depth is in, ``"metres"`` or ``"relative"`` (a relative-depth model: unit-free, so the
-    stored steps are 1/scale of that unit, not millimetres); it is written as the text chunk
-    ``pager:depth_unit`` beside ``pager:depth_scale``.
+    ``unit`` is what the depth is in, ``"metres"`` (or ``"m"``, as ``PagerOutput.metadata[k]["depth_unit"]`` says
+    it) or ``"relative"`` (a relative-depth model: unit-free, so the stored steps are 1/scale of that unit, not
+    millimetres); it is written as the text chunk ``pager:depth_unit`` beside ``pager:depth_scale``. Pass the
+    prediction's: the default is ``"metres"``.
     Invalid pixels (``mask == False``, NaN) are written as 0. Negative depths raise ``ValueError``;
-    depths above ``65535 / scale`` (and ``+inf``) are clipped to 65535 and a warning says how many.
+    depths above ``65535 / scale`` (and ``+inf``) are clipped to 65535 and a warning says how many; valid depths
+    below ``0.5 / scale`` (which would round to the invalid marker 0) are stored as 1 step and a warning says how
+    many (a scale too coarse for the depths: see :func:`check_depth_png_scale`).
     Returns the path.
     """
     from PIL import Image
@@ -103,6 +130,8 @@ def save_depth_png16(
         raise ValueError(f"save_depth_png16: {path} must end in .png")
     if not (np.isfinite(scale) and scale > 0):
         raise ValueError(f"save_depth_png16: scale must be a positive number, got {scale}")
+    if unit == "m":  # PagerOutput.metadata[k]["depth_unit"] of a metric model
+        unit = "metres"
     if unit not in ("metres", "relative", "unknown"):
         raise ValueError(f"save_depth_png16: unit must be 'metres', 'relative' or 'unknown', got {unit!r}")
     d = _numpy(depth_m)  # float64 per band of rows below (not the whole map at once)
@@ -118,7 +147,7 @@ def save_depth_png16(
         if m.shape != d.shape:
             raise ValueError(f"save_depth_png16: mask {m.shape} does not match depth {d.shape} for {path}")
     out = np.empty(d.shape, dtype=np.uint16)
-    lowest, n_over = np.inf, 0
+    lowest, n_over, n_under = np.inf, 0, 0
     for r0, r1 in _row_bands(d.shape):
         db = d[r0:r1].astype(np.float64)
         valid = ~np.isnan(db)
@@ -128,14 +157,21 @@ def save_depth_png16(
             lowest = min(lowest, float(db[valid].min()))
         q = np.rint(np.where(valid, db, 0.0) * scale)
         n_over += int(np.count_nonzero(valid & (q > 65535)))
+        n_under += int(np.count_nonzero(valid & (q < 1) & (np.where(valid, db, 0.0) > 0)))
         q = np.clip(q, 0, 65535)
         q[valid & (q < 1)] = 1  # a valid depth never encodes as the invalid marker 0
         q[~valid] = 0
         out[r0:r1] = q
     if lowest < 0:
         raise ValueError(f"save_depth_png16: depth for {path} has negative values (min {lowest:.4g} m)")
+    unit_text = " m" if unit == "metres" else (" (relative depth, unit-free)" if unit == "relative" else " depth units")
+    if n_under:
+        logger.warning(
+            "save_depth_png16: %d pixel(s) of %s are below %.4g%s (half a step at scale %.4g) and were stored as 1 step "
+            "(%.4g); use a larger scale (--depth_scale: steps per depth unit, 1000 = millimetres) to keep them",
+            n_under, path, 0.5 / scale, unit_text, scale, 1.0 / scale,
+        )
     if n_over:
-        unit_text = " m" if unit == "metres" else (" (relative depth, unit-free)" if unit == "relative" else " depth units")
         logger.warning(
             "save_depth_png16: %d pixel(s) of %s exceed %.4g%s (65535 / scale %.4g) and were clipped; "
             "use a smaller scale (--depth_scale) to keep them",

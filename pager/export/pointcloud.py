@@ -50,6 +50,8 @@ class PointCloud:
             raise ValueError(f"PointCloud.colors must be uint8 {self.points.shape}, got {self.colors.dtype} {self.colors.shape}")
         if self.normals is not None and self.normals.shape != self.points.shape:
             raise ValueError(f"PointCloud.normals must be {self.points.shape}, got {self.normals.shape}")
+        if self.unit == "m":  # PagerOutput.metadata[k]["depth_unit"] of a metric model
+            self.unit = "metres"
         if self.unit not in DEPTH_UNITS:
             raise ValueError(f"PointCloud.unit must be one of {DEPTH_UNITS}, got {self.unit!r}")
 
@@ -275,8 +277,9 @@ def erp_point_cloud(
             ``edge_tolerance`` and ``edge_window_deg``), found among the pixels kept so far (masked pixels
             cannot vouch for their neighbours).
         max_depth: drop pixels farther than this (e.g. sky saturated at the model's far limit).
-        unit: what the depth is in, recorded in the cloud (and the PLY header): ``"metres"`` for metric
-            models, ``"relative"`` for relative-depth models (unit-free), or ``"unknown"``.
+        unit: what the depth is in, recorded in the cloud (and the PLY header): ``"metres"`` (or ``"m"``, as
+            ``PagerOutput.metadata[k]["depth_unit"]`` says it) for metric models, ``"relative"`` for relative-depth
+            models (unit-free), or ``"unknown"``. Pass the prediction's: the default is ``"metres"``.
         min_depth: drop pixels at or nearer than this (depth must be > 0 in any case).
 
     Dropped: non-finite or non-positive depth, ``mask == False``, ``depth > max_depth``, flying pixels,

@@ -571,6 +571,20 @@ def checkpoint_modalities(source: Union[PathLike, Mapping[str, PathLike], None])
     return (load_checkpoint_config_only(source).modality,)
 
 
+def checkpoint_config(source: Union[PathLike, Mapping[str, PathLike], None], modality: str) -> Optional[ModalityConfig]:
+    """The :class:`ModalityConfig` of ``modality`` in a checkpoint source (as for ``Pager.from_pretrained``:
+    ``None``/``"default"``, one checkpoint, or ``{modality: checkpoint}``), from its ``config.yaml`` only;
+    ``None`` when the source does not predict ``modality``. Lets a command check options that depend on the
+    model (e.g. the depth range against ``--depth_scale``) before any weight is loaded."""
+    if source is None or (isinstance(source, str) and source == DEFAULT_MODEL_NAME):
+        folders = resolve_default_model()
+        return load_checkpoint_config_only(folders[modality]) if modality in folders else None
+    if isinstance(source, Mapping):
+        return load_checkpoint_config_only(source[modality]) if modality in source else None
+    cfg = load_checkpoint_config_only(source)
+    return cfg if cfg.modality == modality else None
+
+
 def combine_checkpoints(paths: Sequence[PathLike], option: str = "--checkpoint_path") -> Union[str, Dict[str, str]]:
     """The checkpoint source of a command's ``--checkpoint_path A [B ...]``: ``"default"`` for none, the path for
     one, else ``{modality: path}`` from each checkpoint's ``config.yaml`` (no weights are read).

@@ -274,7 +274,8 @@ def _derived_outputs(out_dir: Path, source: FrameSource, arrays: Dict[str, np.nd
             if rgb.shape[:2] != tuple(size):
                 rgb = np.asarray(Image.fromarray(np.asarray(rgb, dtype=np.uint8)).resize((size[1], size[0]), Image.BILINEAR))
             normals = np.asarray(arrays["normals"][k], dtype=np.float32) if "normals" in arrays else None
-            cloud = erp_point_cloud(depth, colors=rgb, mask=mask, normals=normals, max_points=opts.pointcloud_max_points)
+            cloud = erp_point_cloud(depth, colors=rgb, mask=mask, normals=normals, max_points=opts.pointcloud_max_points,
+                                    unit=png["unit"])
             save_point_cloud(out_dir / "pointclouds" / f"{k:06d}.{opts.pointcloud_format}", cloud)
 
 
@@ -363,7 +364,7 @@ def process_video(pipe: Any, source: FrameSource, out_dir: Path, opts: VideoOpti
                 arrays["normals"][k] = normals.astype(np.float16)
             if opts.pointcloud_every and depth is not None and k % opts.pointcloud_every == 0 and not two_sided:
                 cloud = erp_point_cloud(depth, colors=np.asarray(out.rgb[j]), mask=mask, normals=normals,
-                                        max_points=opts.pointcloud_max_points)
+                                        max_points=opts.pointcloud_max_points, unit=png["unit"])
                 save_point_cloud(out_dir / "pointclouds" / f"{k:06d}.{opts.pointcloud_format}", cloud)
         for a in arrays.values():
             a.flush()
