@@ -332,7 +332,8 @@ def warn_once_per_image() -> Iterator[None]:
         _NORMALIZED_WARNED = previous
 
 
-def image_to_float(array: np.ndarray, name: str = "image", normalize: bool = False) -> np.ndarray:
+def image_to_float(array: np.ndarray, name: str = "image", normalize: bool = False,
+                   advice: Optional[str] = None) -> np.ndarray:
     """Map an ``[H, W, C]`` image to float32 RGB in [0, 1] ``[H, W, 3]``; ``name`` is used in errors.
 
     ``uint8`` / ``uint16`` are divided by 255 / 65535, other integers by 255 (values up to 255) or 65535
@@ -340,6 +341,7 @@ def image_to_float(array: np.ndarray, name: str = "image", normalize: bool = Fal
     in [0, 1] (up to 1e-3 of rounding, then clipped). Nothing is altered silently: NaN/inf pixels always
     raise ``ValueError`` naming the image; values outside the range raise too unless ``normalize=True``,
     which maps ``[min(0, lowest), highest]`` linearly to [0, 1] and logs a warning naming the image.
+    ``advice`` replaces the error's closing hint (how to normalise) where the caller has no ``normalize`` option.
     """
     if array.ndim == 2:
         array = array[:, :, None]
@@ -365,8 +367,9 @@ def image_to_float(array: np.ndarray, name: str = "image", normalize: bool = Fal
             if not normalize:
                 raise ValueError(
                     f"{name}: pixel values span [{lo:.6g}, {hi:.6g}], outside [0, {top:g}] for {array.dtype}; scale the "
-                    "image to that range first (e.g. tone-map an HDR image), or normalise it explicitly "
-                    "(normalize_input=True / --normalize_input maps [min(0, lowest), highest] to [0, 1])")
+                    "image to that range first (e.g. tone-map an HDR image), or " + (advice or
+                    "normalise it explicitly (normalize_input=True / --normalize_input maps [min(0, lowest), highest] "
+                    "to [0, 1])"))
             low = min(lo, 0.0)
             if _NORMALIZED_WARNED is None or (name, lo, hi) not in _NORMALIZED_WARNED:
                 if _NORMALIZED_WARNED is not None:

@@ -250,3 +250,37 @@ def test_dataloader_two_workers(tmp_path, name):
         ids += list(batch["id"])
         n += batch["rgb"].shape[0]
     assert n == len(ds) and sorted(ids) == sorted(r.id for r in ds.records)
+
+
+def _float_rgb_through(entry: str, tmp_path, values: np.ndarray):
+    """Read a float image ``values`` [H, W, 3] the way ``entry`` does: the Images dataset (inference's RGB-only
+    samples, from a grey float TIFF of channel 0) or ``rgb_to_tensor`` (every dataset sample with ground truth)."""
+    from pager.data.dataset import rgb_to_tensor
+
+    if entry == "rgb_to_tensor":
+        return rgb_to_tensor(values, what="rgb of s")
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir(exist_ok=True)
+    Image.fromarray(values[:, :, 0].astype(np.float32), mode="F").save(folder / "pano.tiff")
+    return build_dataset("Images", folder, "test")[0]["rgb"]
+
+
+@pytest.mark.parametrize("entry", ["images_dataset", "rgb_to_tensor"])
+def test_dataset_float_rgb_outside_unit_range_is_refused_not_clipped(tmp_path, entry):
+    """A float RGB with values beyond [0, 1] (a float TIFF, HDR) is a bad sample naming what it is (as
+    ``pager predict`` refuses it), never clipped silently; NaN too; in-range values map to [-1, 1] linearly."""
+    from pager.data.dataset import BadSampleError
+
+    x = np.full((8, 16, 3), 0.25, np.float32)
+    x[0, 0] = 3.0
+    with pytest.raises(BadSampleError, match=r"span \[0\.25, 3\], outside \[0, 1\]"):
+        _float_rgb_through(entry, tmp_path, x)
+    x[0, 0] = np.nan
+    with pytest.raises(BadSampleError, match="NaN"):
+        _float_rgb_through(entry, tmp_path, x)
+    x[0, 0] = 1.0
+    out = _float_rgb_through(entry, tmp_path, x)
+    assert out.shape == (3, 8, 16)
+    assert float(out[0, 0, 0]) == 1.0 and torch.allclose(out[:, 1:], torch.full_like(out[:, 1:], -0.5))

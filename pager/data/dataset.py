@@ -157,8 +157,14 @@ def rgb_to_tensor(rgb: np.ndarray, what: str = "rgb") -> torch.Tensor:
         scale = 255.0 if rgb.dtype == np.uint8 else 65535.0
         src = np.array(rgb, dtype=np.int32 if rgb.dtype == np.uint16 else np.uint8)  # writable copy
         x = torch.from_numpy(src).float() / scale
-    elif np.issubdtype(rgb.dtype, np.floating):
-        x = torch.from_numpy(np.clip(rgb.astype(np.float32), 0.0, 1.0))
+    elif np.issubdtype(rgb.dtype, np.floating):  # the rule of every input (pager.io_utils.image_to_float): a float
+        from pager.io_utils import image_to_float  # image must be finite and in [0, 1]; nothing is clipped silently
+
+        try:
+            x = torch.from_numpy(image_to_float(rgb, name=what, advice=(
+                "predict it with `pager predict --normalize_input` (datasets are read as they are)")))
+        except ValueError as exc:
+            raise BadSampleError(str(exc)) from exc
     else:
         raise BadSampleError(f"{what}: unsupported image dtype {rgb.dtype}")
     x = x.permute(2, 0, 1)
@@ -403,7 +409,7 @@ class PanoramaDataset(Dataset):
         if not path.is_file():
             raise FileNotFoundError(f"{self.NAME} sample {record.id}: rgb file not found: {path}")
         try:
-            rgb = rgb_to_tensor(read_rgb(path, what=f"{self.NAME} rgb"), what=f"{self.NAME} rgb of {record.id}")
+            rgb = rgb_to_tensor(read_rgb(path, what=f"{self.NAME} rgb"), what=f"{self.NAME} rgb {path}")
         except (OSError, ValueError) as exc:
             raise BadSampleError(f"{self.NAME} sample {record.id}: {exc}") from exc
         h = self.height if self.height is not None else rgb.shape[-2]
@@ -413,7 +419,7 @@ class PanoramaDataset(Dataset):
     def process(self, raw: RawSample, record: SampleRecord) -> Dict[str, Any]:
         """Shared processing of a decoded sample: tensors, masks, resizing, evaluation band."""
         where = ", ".join(str(p) for p in record.files.values()) or record.id
-        rgb = rgb_to_tensor(raw.rgb, what=f"{self.NAME} rgb of {record.id}")
+        rgb = rgb_to_tensor(raw.rgb, what=f"{self.NAME} rgb of {record.id} ({where})")
         depth_np = np.asarray(raw.depth)
         if depth_np.ndim == 3 and depth_np.shape[-1] == 1:
             depth_np = depth_np[..., 0]
