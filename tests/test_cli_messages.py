@@ -205,3 +205,58 @@ def test_depth_png_underflow_is_reported(tmp_path, caplog):
     check_depth_png_scale(10.0, 0.1, 75.0)  # 0.1 m at 10 steps/m = 1 step
     with pytest.raises(ValueError, match=r"--depth_scale 9\.9 .* scale >= 10"):
         check_depth_png_scale(9.9, 0.1, 75.0)
+
+
+# --- a --face_size the model cannot use is refused by name before the model loads ---------------------------------
+
+def test_face_multiple_read_from_configs_matches_the_loaded_model(tiny):
+    from pager.model import Pager
+    from pager.model.loading import checkpoint_face_multiple
+
+    for source in (tiny["depth"], "default", {"depth": tiny["depth"]}):
+        assert checkpoint_face_multiple(source) == Pager.from_pretrained(source, device="cpu").face_multiple
+    assert checkpoint_face_multiple("owner/not-downloaded") is None  # a Hub id: checked when the model runs
+
+
+@pytest.mark.parametrize("command", ["predict", "video", "pointcloud", "infer", "app"])
+def test_face_size_not_a_model_multiple_refused_before_loading(tmp_path, capsys, monkeypatch, tiny, image, command):
+    from pager.model import Pager
+    from pager.model.loading import checkpoint_face_multiple
+    from pager.pipeline import PagerPipeline
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(PagerPipeline, "from_pretrained", classmethod(no_loading))
+    monkeypatch.setattr(Pager, "from_pretrained", classmethod(no_loading))
+    multiple = checkpoint_face_multiple(tiny["depth"])
+    bad = multiple + multiple // 2
+    out = tmp_path / "o"
+    argv = {
+        "predict": ["predict", image, "--out", str(out)],
+        "video": ["video", str(Path(image).parent), "--out", str(out), "--no_video"],
+        "pointcloud": ["pointcloud", image, "--out", str(out / "c.ply")],
+        "infer": ["infer", "--dataset", "Images", "--data_path", str(Path(image).parent), "--results_path", str(out),
+                  "--generate_eval"],
+        "app": ["app"],
+    }[command] + ["--checkpoint_path", tiny["depth"], "--face_size", str(bad)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--face_size" in err[0] and f" {bad}: this model needs a positive multiple of {multiple}" in err[0]
+    assert not out.exists()
+
+
+def test_inference_that_would_write_nothing_is_refused_before_loading(tmp_path, capsys, monkeypatch, tiny, image):
+    """``--img_report_frequency 0`` without ``--generate_eval`` would run the model and write no file."""
+    from pager.model import Pager
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(Pager, "from_pretrained", classmethod(no_loading))
+    argv = ["infer", "--dataset", "Images", "--data_path", str(Path(image).parent), "--results_path",
+            str(tmp_path / "r"), "--checkpoint_path", tiny["depth"], "--img_report_frequency", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing would be written" in err[0] and "--generate_eval" in err[0]
+    assert not (tmp_path / "r").exists()

@@ -44,6 +44,9 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     source: Any = args.checkpoint_path or "default"
     if args.normals_checkpoint_path:
         source = {"depth": source, "normals": args.normals_checkpoint_path}
+    from pager.model.loading import check_face_size_option, checkpoint_face_multiple
+
+    check_face_size_option(getattr(args, "face_size", None), checkpoint_face_multiple(source))
     pipe = PagerPipeline.from_pretrained(source, device=args.device, enable_xformers=args.enable_xformers,
                                          torch_dtype=getattr(args, "dtype", "float32"))
     pipe.model.optimize(channels_last=getattr(args, "channels_last", False), compile=getattr(args, "compile", False))

@@ -137,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
     freq = int(cfg.img_report_frequency or 0)
     if freq < 0:
         raise ValueError(f"--img_report_frequency must be >= 0 (0: no example images), got {freq}")
+    if freq == 0 and not cfg.get("generate_eval"):
+        raise ValueError("nothing would be written: --img_report_frequency 0 (no example images) without "
+                         "--generate_eval (no eval/<id>.npz); pass one of them")
     batch_size = int(cfg.get("batch_size") or 1)
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
@@ -166,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
     from pager.model.loading import checkpoint_modalities
 
     modalities = checkpoint_modalities(ckpt)
+    from pager.model.loading import check_face_size_option, checkpoint_face_multiple
+
+    check_face_size_option(int(cfg.face_size) if cfg.get("face_size") else None,
+                           checkpoint_face_multiple(ckpt, args.variant), option="--face_size (face_size)")
     skip = bool(cfg.get("skip_bad_samples", False))
     # Inference needs no ground truth: only the RGB of each sample is read (RGB-only datasets work; a folder
     # of images is --dataset Images --data_path FOLDER).

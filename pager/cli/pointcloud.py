@@ -459,6 +459,9 @@ def run_image(args: argparse.Namespace) -> int:
     source: Any = args.checkpoint_path or "default"
     if args.normals_checkpoint_path:
         source = {"depth": source, "normals": args.normals_checkpoint_path}
+    from pager.model.loading import check_face_size_option, checkpoint_face_multiple
+
+    check_face_size_option(args.face_size, checkpoint_face_multiple(source))
     pipe = PagerPipeline.from_pretrained(source, device=args.device, enable_xformers=args.enable_xformers)
     if "depth" not in pipe.modalities:
         raise ValueError(f"checkpoint {source!r} predicts {list(pipe.modalities)}; a point cloud needs depth")

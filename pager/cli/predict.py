@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     from pager.pipeline import PagerPipeline
 
     from pager.io_utils import check_outputs
-    from pager.model.loading import checkpoint_modalities, combine_checkpoints
+    from pager.model.loading import (check_face_size_option, checkpoint_face_multiple, checkpoint_modalities,
+                                     combine_checkpoints)
 
     images = collect_images(args.inputs)
     out_dir = Path(args.out)
@@ -155,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     from pager.cli.common import check_depth_scale_option
 
     check_depth_scale_option(source, wanted, args.depth_scale)
+    check_face_size_option(args.face_size, checkpoint_face_multiple(source, args.variant))
     stems = output_stems(images)
     total = len(images)
     if args.skip_existing and args.overwrite:

@@ -112,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         require_av()
     ckpt = _checkpoint_source(args.checkpoint_path)
     mods = _modalities(args, ckpt)
+    from pager.model.loading import check_face_size_option, checkpoint_face_multiple
+
+    check_face_size_option(args.face_size, checkpoint_face_multiple(ckpt, args.variant))
     if args.depth_png:
         from pager.cli.common import check_depth_scale_option
 

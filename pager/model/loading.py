@@ -585,6 +585,53 @@ def checkpoint_config(source: Union[PathLike, Mapping[str, PathLike], None], mod
     return cfg if cfg.modality == modality else None
 
 
+def checkpoint_face_multiple(source: Union[PathLike, Mapping[str, PathLike], None],
+                             variant: Optional[str] = None) -> Optional[int]:
+    """What face sizes must be a multiple of for a checkpoint source (:attr:`Pager.face_multiple`: the VAE's
+    down-sampling factor ``2 ** (len(block_out_channels) - 1)`` times the largest UNet's
+    ``2 ** (len(down_block_types) - 1)``), from the ``config.json`` files alone, so that a command can check
+    ``--face_size`` before it loads any weight. ``None`` where that needs a download (a Hub checkpoint or base)
+    or the files cannot be read: the model checks the face size when it runs, and the loader reports broken files.
+    """
+    import json
+
+    if source is None or (isinstance(source, str) and source == DEFAULT_MODEL_NAME):
+        paths = list(resolve_default_model().values())
+    elif isinstance(source, Mapping):
+        paths = list(source.values())
+    else:
+        paths = [source]
+    unet_factor, vae_factor = 1, None
+    try:
+        for text in paths:
+            text = os.fspath(text)
+            folder = embedded_checkpoint(text) or Path(text).expanduser()
+            if not folder.is_dir():
+                return None
+            unet_cfg = json.loads((find_unet_folder(folder, variant) / "config.json").read_text())
+            unet_factor = max(unet_factor, 2 ** (len(unet_cfg["down_block_types"]) - 1))
+            pretrained = (read_checkpoint_config(folder).get("model") or {}).get("pretrained_path")
+            vae_json = Path(_resolve_pretrained(str(pretrained), folder)) / "vae" / "config.json" if pretrained else None
+            if vae_json is None or not vae_json.is_file():
+                return None
+            factor = 2 ** (len(json.loads(vae_json.read_text())["block_out_channels"]) - 1)
+            vae_factor = factor if vae_factor is None else max(vae_factor, factor)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None if vae_factor is None else vae_factor * unet_factor
+
+
+def check_face_size_option(face_size: Optional[int], multiple: Optional[int], option: str = "--face_size") -> None:
+    """``ValueError`` naming ``option`` unless ``face_size`` (``None``: the checkpoint's) is a positive multiple of
+    ``multiple`` (``None``: not known yet)."""
+    if face_size is None or multiple is None:
+        return
+    if int(face_size) <= 0 or int(face_size) % int(multiple):
+        lower = max(int(multiple), int(face_size) // int(multiple) * int(multiple))
+        raise ValueError(f"{option} {face_size}: this model needs a positive multiple of {multiple} "
+                         f"(e.g. {lower} or {lower + int(multiple)})")
+
+
 def combine_checkpoints(paths: Sequence[PathLike], option: str = "--checkpoint_path") -> Union[str, Dict[str, str]]:
     """The checkpoint source of a command's ``--checkpoint_path A [B ...]``: ``"default"`` for none, the path for
     one, else ``{modality: path}`` from each checkpoint's ``config.yaml`` (no weights are read).
