@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -251,6 +251,20 @@ def _read_exr(path: Path, what: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
+#: EXIF Orientation tag (0x0112) values other than 1, as viewers apply them
+_EXIF_ORIENTATIONS = {2: "mirrored", 3: "turned 180 deg", 4: "flipped upside down", 5: "transposed",
+                      6: "turned 90 deg clockwise", 7: "transversed", 8: "turned 90 deg anticlockwise"}
+
+
+def _exif_orientation(img: Any) -> Optional[int]:
+    """The EXIF Orientation tag of a PIL image, or ``None`` (no EXIF, unreadable EXIF)."""
+    try:
+        value = img.getexif().get(0x0112)
+    except Exception:  # a broken EXIF block is not a reason to refuse the pixels
+        return None
+    return int(value) if isinstance(value, int) else None
+
+
 def read_image(source: Union[PathLike, bytes], what: str = "image") -> np.ndarray:
     """Decode an image file (or encoded bytes) into an ``[H, W, C]`` array, C in {1, 3, 4}.
 
@@ -258,7 +272,9 @@ def read_image(source: Union[PathLike, bytes], what: str = "image") -> np.ndarra
     ``F``, OpenEXR) as ``float32`` with their values untouched (see :func:`image_to_float`). Raises
     ``FileNotFoundError`` for a missing path and ``ValueError`` naming the file for anything that cannot be
     decoded, including images beyond PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``
-    pixels; between one and two times it a warning naming the file is logged).
+    pixels; between one and two times it a warning naming the file is logged). An EXIF orientation tag is
+    not applied (an equirectangular panorama is read as stored, as the original project reads it); a warning
+    naming the file says so.
     """
     import io
     import warnings
@@ -285,6 +301,11 @@ def read_image(source: Union[PathLike, bytes], what: str = "image") -> np.ndarra
                 logger.warning("%s %s: %s; decoding it anyway", what, name, " ".join(str(w.message).split()))
         with img_ctx as img:
             img.load()
+            orientation = _exif_orientation(img)
+            if orientation not in (None, 1):
+                logger.warning("%s %s: EXIF orientation %d (%s) is ignored: the pixels are read as stored, as an "
+                               "equirectangular panorama is laid out; rotate the file itself if it is really turned",
+                               what, name, orientation, _EXIF_ORIENTATIONS.get(orientation, "unknown"))
             if img.mode in ("I;16", "I;16B", "I;16L"):
                 array = np.asarray(img, dtype=np.uint16)
             elif img.mode == "I":

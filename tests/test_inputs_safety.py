@@ -229,3 +229,53 @@ def test_corrupt_safetensors_is_one_line_naming_the_file(tiny, tmp_path, capsys,
     assert _pager(["predict", str(tiny["img"]), "--out", str(tmp_path / "o"), "--checkpoint_path", str(ck)]) == 2
     err = _one_line(capsys.readouterr().err)
     assert str(weights) in err and "truncated or corrupt" in err
+
+
+def _exif_jpeg(path, orientation):
+    from PIL import Image
+
+    rgb = np.zeros((8, 16, 3), np.uint8)
+    rgb[:, :8] = 200  # left half bright: a rotation would move it
+    img = Image.fromarray(rgb)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    img.save(path, exif=exif, quality=100)
+    return rgb
+
+
+@pytest.mark.parametrize("entry", ["read_image", "pipeline", "dataset", "video_frames"])
+def test_exif_orientation_is_not_applied_but_named(tmp_path, caplog, entry):
+    """A JPEG with EXIF Orientation 6 is read as stored (16x8 stays 16 wide) by every reader, and a warning names
+    the file and the ignored tag; Orientation 1 warns about nothing."""
+    import logging
+
+    path = tmp_path / "pano.jpg"
+    truth = _exif_jpeg(path, 6)
+
+    def read(p):
+        if entry == "read_image":
+            from pager.io_utils import read_image
+
+            return read_image(p)
+        if entry == "pipeline":
+            from pager.pipeline import load_rgb
+
+            return np.rint(load_rgb(p, str(p)) * 255).astype(np.uint8)
+        if entry == "dataset":
+            from pager.data import build_dataset
+
+            x = build_dataset("Images", tmp_path, "test")[0]["rgb"].numpy()
+            return np.rint((x.transpose(1, 2, 0) + 1) * 127.5).astype(np.uint8)
+        from pager.video.io import open_source
+
+        return next(iter(open_source(tmp_path).frames()))[2]
+
+    with caplog.at_level(logging.WARNING):
+        got = read(path)
+    assert got.shape[:2] == (8, 16) and np.abs(got[..., :3].astype(int) - truth).max() <= 8  # JPEG rounding
+    assert any("EXIF orientation 6" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    _exif_jpeg(path, 1)
+    with caplog.at_level(logging.WARNING):
+        read(path)
+    assert not [r for r in caplog.records if "EXIF" in r.getMessage()]
