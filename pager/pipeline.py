@@ -166,7 +166,7 @@ def load_rgb(item: Any, name: str, normalize: bool = False, keep_uint8: bool = F
     else:
         rgb = image_to_float(arr, name=name, normalize=normalize)
     if rgb.shape[0] < 2 or rgb.shape[1] < 2:
-        raise ValueError(f"{name}: image of size {rgb.shape[1]}x{rgb.shape[0]} is too small")
+        raise ValueError(f"{name}: image of size {rgb.shape[1]}x{rgb.shape[0]} is too small (at least 2x2 pixels)")
     return rgb
 
 

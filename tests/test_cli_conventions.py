@@ -135,6 +135,7 @@ def test_help_renders_and_shows_defaults(name, parser):
             continue
         shown = formatter._get_help_string(action) % {"default": action.default, "prog": parser.prog}
         assert "default" in shown.lower() or "config:" in shown, (name, action.dest, shown)
+        assert action.help, (name, action.dest, "argparse shows no help line (hence no default) without a help text")
 
 
 @pytest.mark.parametrize("name,parser", PARSERS, ids=PARSER_IDS)

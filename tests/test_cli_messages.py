@@ -260,3 +260,21 @@ def test_inference_that_would_write_nothing_is_refused_before_loading(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing would be written" in err[0] and "--generate_eval" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+# --- pager synth says how many scenes each split got, and warns about an empty one ----------------------------------
+
+@pytest.mark.parametrize("num,splits", [(2, ["0.8", "0.1", "0.1"]), (4, ["0.5", "0", "0.5"])])
+def test_synth_summary_counts_scenes_per_split(tmp_path, capsys, caplog, num, splits):
+    out = tmp_path / "Synthetic"
+    with caplog.at_level(logging.WARNING):
+        assert main(["synth", "--out", str(out), "--num", str(num), "--height", "16", "--scenes", "indoor",
+                     "--splits", *splits, "--no-progress"]) == 0
+    on_disk = {s: len([p for p in (out / "indoor" / s).iterdir() if p.is_dir()]) if (out / "indoor" / s).is_dir() else 0
+               for s in ("train", "val", "test")}
+    assert sum(on_disk.values()) == num
+    printed = capsys.readouterr().out
+    assert printed.strip().endswith(": " + ", ".join(f"{s} {n}" for s, n in on_disk.items())), printed
+    empty = [s for s, n in on_disk.items() if n == 0]
+    warned = [r.getMessage() for r in caplog.records if "are empty" in r.getMessage()]
+    assert bool(warned) == bool(empty) and all(s in warned[0] for s in empty) if empty else not warned

@@ -279,3 +279,36 @@ def test_exif_orientation_is_not_applied_but_named(tmp_path, caplog, entry):
     with caplog.at_level(logging.WARNING):
         read(path)
     assert not [r for r in caplog.records if "EXIF" in r.getMessage()]
+
+
+@pytest.mark.parametrize("entry", ["pipeline", "dataset"])
+def test_tiny_and_non_2to1_images_same_rule_everywhere(tmp_path, caplog, entry):
+    """``pager predict`` (the pipeline) and ``inference.py`` (a dataset's RGB-only samples) apply one rule: an
+    image under 2x2 pixels is refused saying the minimum, a non-2:1 one is read stretched with a warning naming it."""
+    import logging
+
+    from PIL import Image
+
+    def read(p):
+        if entry == "pipeline":
+            from pager.pipeline import load_rgb
+
+            return load_rgb(p, str(p))
+        from pager.data import build_dataset
+
+        return build_dataset("Images", p.parent, "test")[0]["rgb"]
+
+    one = tmp_path / "one" / "one.png"
+    one.parent.mkdir()
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(one)
+    with pytest.raises(ValueError, match=r"one\.png.*1x1 is too small \(at least 2x2 pixels\)"):
+        read(one)
+    square = tmp_path / "sq" / "square.png"
+    square.parent.mkdir()
+    Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(square)
+    if entry == "dataset":
+        with caplog.at_level(logging.WARNING):
+            assert tuple(read(square).shape) == (3, 6, 12)
+        assert any("square.png: 6x6 is not a 2:1" in r.getMessage() for r in caplog.records)
+    else:
+        assert read(square).shape == (6, 6, 3)  # the pipeline warns when it predicts (tests/test_pipeline_inputs.py)

@@ -219,6 +219,9 @@ def finalize_parser(parser: argparse.ArgumentParser, top_level: bool = True, ver
             p.add_argument("--threads", type=int, default=None,
                            help="CPU threads of torch (default: torch's choice, usually one per core)")
         for action in p._actions:
+            if (not action.help and action.option_strings and action.nargs != 0
+                    and action.default not in (None, False, argparse.SUPPRESS)):
+                action.help = "(default: %(default)s)"  # argparse renders nothing for an option without help
             if action.help and action.help is not argparse.SUPPRESS:
                 action.help = _escape_percent(action.help)
             if action.dest in VALUE_RULES and action.nargs != 0 and not getattr(action.type, "_pager_rule", None):

@@ -15,6 +15,8 @@ with per-frame depth, normals, mask and camera pose; see :mod:`pager.data.synthe
 from __future__ import annotations
 
 import argparse
+import logging
+from typing import Any
 
 from pager.config_schema import SCENES
 
@@ -30,12 +32,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=None,
                    help="number of scenes (or sequences with --sequence) in total, split between indoor and outdoor for 'both' (default 200; 2 sequences)")
     p.add_argument("--height", type=int, default=512, help="panorama height in pixels (width = 2 * height)")
-    p.add_argument("--scenes", choices=SCENES, default="both")
+    p.add_argument("--scenes", choices=SCENES, default="both", help="scene types to render")
     p.add_argument("--seed", type=int, default=0, help="base seed; the same seed gives the same files")
     p.add_argument("--format", choices=("files", "lmdb"), default="files", help="plain files or PanoInfinigen LMDB shards")
     p.add_argument("--supersample", type=int, default=1, help="s x s rays per pixel for anti-aliased RGB")
     p.add_argument("--views", type=int, default=1, help="camera positions (views) per scene")
-    p.add_argument("--splits", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--splits", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"),
+                   help="shares of the scenes in the train / val / test splits, per scene type (rounded down: a few "
+                        "scenes can leave a split empty; the summary gives the counts)")
     p.add_argument("--scenes-per-shard", type=int, default=64, help="scenes per LMDB shard (lmdb format)")
     p.add_argument("--normals-format", choices=("npy", "png"), default="npy", help="normals file type (files format)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
@@ -83,5 +87,32 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    print(f"wrote {args.num} scene(s) x {args.views} view(s) to {out}")
+    print(f"wrote {args.num} scene(s) x {args.views} view(s) to {out}{_split_summary(out)}")
     return 0
+
+
+def _split_summary(out: Any) -> str:
+    """``": train N, val N, test N"`` from the written ``meta.json`` counts; an empty split is also warned about
+    (``--splits`` shares are rounded down per scene type, so a few scenes can leave one empty)."""
+    import json
+    from pathlib import Path
+
+    try:
+        counts = json.loads((Path(out) / "meta.json").read_text()).get("counts") or {}
+    except (OSError, ValueError):
+        return ""
+    per_split: dict = {}
+    for key, n in counts.items():
+        split = str(key).rsplit("/", 1)[-1]
+        per_split[split] = per_split.get(split, 0) + int(n)
+    if not per_split:
+        return ""
+    order = {"train": 0, "val": 1, "test": 2}
+    per_split = dict(sorted(per_split.items(), key=lambda kv: (order.get(kv[0], 3), kv[0])))
+    empty = [s for s, n in per_split.items() if n == 0]
+    if empty:
+        logging.getLogger(__name__).warning(
+            "split(s) %s of %s are empty (--splits shares of too few scenes are rounded down); commands reading "
+            "them will find no sample (e.g. inference.py reads 'test'): pass more --num or other --splits",
+            ", ".join(empty), out)
+    return ": " + ", ".join(f"{s} {n}" for s, n in per_split.items())

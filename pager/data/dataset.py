@@ -412,7 +412,14 @@ class PanoramaDataset(Dataset):
             rgb = rgb_to_tensor(read_rgb(path, what=f"{self.NAME} rgb"), what=f"{self.NAME} rgb {path}")
         except (OSError, ValueError) as exc:
             raise BadSampleError(f"{self.NAME} sample {record.id}: {exc}") from exc
+        h0, w0 = int(rgb.shape[-2]), int(rgb.shape[-1])
+        if h0 < 2 or w0 < 2:  # the rule of pager predict (pager.pipeline.load_rgb)
+            raise BadSampleError(f"{self.NAME} sample {record.id}: {path}: image of size {w0}x{h0} is too small "
+                                 "(at least 2x2 pixels)")
         h = self.height if self.height is not None else rgb.shape[-2]
+        if w0 != 2 * h0:
+            logger.warning("%s: %dx%d is not a 2:1 equirectangular panorama; it is read as a full sphere (stretched "
+                           "to %dx%d)", path, w0, h0, 2 * h, h)
         rgb = resize_rgb(rgb, h, 2 * h)
         return {"id": record.id, "rgb": rgb.contiguous(), "scene_type": record.scene_type, "dataset": self.NAME}
 
