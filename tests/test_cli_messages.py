@@ -278,3 +278,21 @@ def test_synth_summary_counts_scenes_per_split(tmp_path, capsys, caplog, num, sp
     empty = [s for s, n in on_disk.items() if n == 0]
     warned = [r.getMessage() for r in caplog.records if "are empty" in r.getMessage()]
     assert bool(warned) == bool(empty) and all(s in warned[0] for s in empty) if empty else not warned
+
+
+# --- a checkpoint folder without the wanted UNet says what it does hold -------------------------------------------
+
+def test_missing_unet_folder_message_points_to_what_is_there(tmp_path):
+    from pager.model.loading import find_unet_folder
+
+    run = tmp_path / "run"  # train.py's run folder: checkpoints below it
+    (run / "checkpoint-last" / "EMA").mkdir(parents=True)
+    (run / "checkpoint-last" / "EMA" / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"training run folder: its latest checkpoint is .*checkpoint-last$"):
+        find_unet_folder(run, None)
+    assert find_unet_folder(run / "checkpoint-last", None) == run / "checkpoint-last" / "EMA"
+    released = tmp_path / "released"
+    (released / "unet").mkdir(parents=True)
+    (released / "unet" / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"no UNet folder 'original/'.*\(it has 'unet/'; --variant applies"):
+        find_unet_folder(released, "original")

@@ -220,3 +220,29 @@ def test_app_video_input_has_a_frame_limit(clip, tiny, tmp_path):
         predictor.run_video(bad)
     with pytest.raises(ValueError, match="No video given"):
         predictor.run_video(None)
+
+
+@pytest.mark.parametrize("kind", ["folder", "glob"])
+def test_frame_of_another_size_named_before_loading(tmp_path, capsys, monkeypatch, kind):
+    """An image sequence with one frame of another size is refused naming that file, before the model loads
+    (it used to stop after the earlier frames were predicted, naming no file)."""
+    from PIL import Image
+
+    from pager.pipeline import PagerPipeline
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(PagerPipeline, "from_pretrained", classmethod(no_loading))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, (h, w) in enumerate([(H, W), (H, W), (H + 1, W + 2)]):
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(folder / f"{k:03d}.png")
+    spec = str(folder) if kind == "folder" else str(folder / "*.png")
+    with pytest.raises(ValueError, match=rf"002\.png: frame of {W + 2}x{H + 1} pixels in a sequence of {W}x{H}"):
+        open_source(spec)
+    assert open_source(spec, end=2).count == 3  # the odd frame not selected: accepted
+    assert main(["video", spec, "--out", str(tmp_path / "o"), "--no_video"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "002.png: frame of" in err[0]
+    assert not (tmp_path / "o").exists()

@@ -332,7 +332,13 @@ def find_unet_folder(folder: Path, variant: Optional[str]) -> Path:
     if variant is None and (folder / "config.json").is_file() and (folder.parent / "config.yaml").is_file():
         return folder
     wanted = f"'{variant}/'" if variant else "'unet/', 'EMA/' or 'original/'"
-    raise FileNotFoundError(f"checkpoint {folder} has no UNet folder {wanted} with a config.json")
+    hint = ""
+    present = [f"'{n}/'" for n in ("unet", "EMA", "original") if (folder / n / "config.json").is_file()]
+    if present:  # e.g. --variant original with a released-layout checkpoint among training ones
+        hint = f" (it has {', '.join(present)}; --variant applies to every checkpoint given)"
+    elif (folder / "checkpoint-last").is_dir():
+        hint = f"; it looks like a training run folder: its latest checkpoint is {folder / 'checkpoint-last'}"
+    raise FileNotFoundError(f"checkpoint {folder} has no UNet folder {wanted} with a config.json{hint}")
 
 
 def warn_ignored_overrides(model_cfg: Mapping[str, Any], overrides: Optional[Mapping[str, Any]], where: str) -> None:

@@ -122,6 +122,22 @@ def _image_files(spec: str) -> List[Path]:
     raise FileNotFoundError(f"input not found: {spec}")
 
 
+def _check_frame_sizes(files: List[Path], indices: List[int], size: Tuple[int, int]) -> None:
+    """Every selected frame file has the first one's size (from the file headers, nothing decoded), so that a
+    frame of another size is named before the model loads; a header PIL cannot read is left to the decoder."""
+    from PIL import Image
+
+    for i in indices[1:]:
+        try:
+            with Image.open(files[i]) as img:
+                hw = (int(img.height), int(img.width))
+        except Exception:  # e.g. OpenEXR, or a broken file: reported by name when it is decoded
+            continue
+        if hw != tuple(size):
+            raise ValueError(f"{files[i]}: frame of {hw[1]}x{hw[0]} pixels in a sequence of {size[1]}x{size[0]} frames "
+                             f"(the size of {files[indices[0]]}); every frame must have one size")
+
+
 def open_source(spec: Union[str, os.PathLike], start: int = 0, end: Optional[int] = None, stride: int = 1,
                 fps: Optional[float] = None) -> FrameSource:
     """Open a video file (by suffix: mp4, mov, webm, mkv, avi, m4v), a folder of images or a glob pattern.
@@ -158,6 +174,7 @@ def open_source(spec: Union[str, os.PathLike], start: int = 0, end: Optional[int
     files = _image_files(spec)
     indices = _select(len(files), start, end, stride, spec)
     first = _read_rgb(files[indices[0]])
+    _check_frame_sizes(files, indices, first.shape[:2])
     return FrameSource(spec, "images", len(files), float(fps or DEFAULT_IMAGE_FPS), indices, first.shape[:2], files,
                        selection=(start, end, stride))
 
