@@ -131,8 +131,8 @@ def test_help_renders_and_shows_defaults(name, parser):
     assert "usage:" in text
     formatter = HelpFormatter(parser.prog)
     for action in _options(parser):
-        if action.help is argparse.SUPPRESS or action.default in (None, False, argparse.SUPPRESS):
-            continue
+        if action.help is argparse.SUPPRESS or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            continue  # (identity: a default of 0 is a default to show)
         shown = formatter._get_help_string(action) % {"default": action.default, "prog": parser.prog}
         assert "default" in shown.lower() or "config:" in shown, (name, action.dest, shown)
         assert action.help, (name, action.dest, "argparse shows no help line (hence no default) without a help text")

@@ -296,3 +296,30 @@ def test_missing_unet_folder_message_points_to_what_is_there(tmp_path):
     (released / "unet" / "config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"no UNet folder 'original/'.*\(it has 'unet/'; --variant applies"):
         find_unet_folder(released, "original")
+
+
+# --- the evaluation scripts call themselves by the name they were run with ---------------------------------------
+
+@pytest.mark.parametrize("task", ["depth", "normals", "edges", "seams"])
+def test_evaluation_scripts_name_themselves(task, capsys):
+    from types import SimpleNamespace
+
+    from pager.evaluation import cli as ev
+
+    script = {"depth": "depth_evaluation.py", "normals": "normals_estimation.py", "edges": "edge_estimation.py",
+              "seams": "seams_evaluation.py"}[task]
+    entry = {"depth": ev.depth_main, "normals": ev.normals_main, "edges": ev.edges_main, "seams": ev.seams_main}[task]
+    assert (Path(__file__).resolve().parents[1] / "evaluation" / script).is_file()
+    with pytest.raises(SystemExit):
+        entry(["--help"])
+    assert capsys.readouterr().out.startswith(f"usage: {script} ")
+    with pytest.raises(SystemExit):
+        main(["evaluate", task, "--help"])
+    assert capsys.readouterr().out.startswith(f"usage: pager evaluate {task} ")
+    failed = SimpleNamespace(failure="no prediction could be evaluated", outputs={"txt": "a.txt", "json": "a.json",
+                                                                                   "csv": "a.csv"})
+    assert ev._report(failed, task, script) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"{script}: error: no prediction could be evaluated" and "failure report" in err[1]
+    assert ev._report(failed, task) == 1  # the pager sub-command
+    assert capsys.readouterr().err.startswith(f"pager evaluate {task}: error: ")

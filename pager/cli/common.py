@@ -114,7 +114,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         text = action.help or ""
         if "%(default)" in text or "default" in text.lower():
             return text
-        if action.default in (None, argparse.SUPPRESS, False) or isinstance(action, argparse._HelpAction):
+        if (action.default is None or action.default is False or action.default is argparse.SUPPRESS  # not 0
+                or isinstance(action, argparse._HelpAction)):
             return text
         if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
             return text + " (default: %(default)s)"
@@ -220,7 +221,7 @@ def finalize_parser(parser: argparse.ArgumentParser, top_level: bool = True, ver
                            help="CPU threads of torch (default: torch's choice, usually one per core)")
         for action in p._actions:
             if (not action.help and action.option_strings and action.nargs != 0
-                    and action.default not in (None, False, argparse.SUPPRESS)):
+                    and not (action.default is None or action.default is False or action.default is argparse.SUPPRESS)):
                 action.help = "(default: %(default)s)"  # argparse renders nothing for an option without help
             if action.help and action.help is not argparse.SUPPRESS:
                 action.help = _escape_percent(action.help)

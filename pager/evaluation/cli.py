@@ -96,26 +96,35 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     return add_arguments(parser, task)
 
 
-def _main_for(task: str, argv: Optional[Sequence[str]]) -> int:
+#: the original project's script of each task (``python evaluation/<script> ...``): their messages' name
+SCRIPT_NAMES = {"depth": "depth_evaluation.py", "normals": "normals_estimation.py", "edges": "edge_estimation.py",
+                "seams": "seams_evaluation.py"}
+
+
+def _main_for(task: str, argv: Optional[Sequence[str]], prog: Optional[str] = None) -> int:
     from pager.cli.main import run_script
+
+    prog = prog or SCRIPT_NAMES.get(task, f"evaluation {task}")
 
     def run_parsed(args: argparse.Namespace) -> int:
         from pager.evaluation.runners import run_task  # torch etc.: only once the arguments are parsed
 
-        return _report(run_task(args, task), task)
+        return _report(run_task(args, task), task, prog)
 
     parser = build_parser(task)
-    parser.prog = f"evaluation {task}"
+    parser.prog = prog
     return run_script(parser, run_parsed, argv)
 
 
-def _report(result: Any, task: str) -> int:
-    """Print the table (exit code 0), or, when nothing could be evaluated, the reason on stderr (exit code 1)."""
-    saved = f"saved {result.outputs.get('txt')}, {result.outputs.get('json')}, {result.outputs.get('csv')}\n"
+def _report(result: Any, task: str, prog: Optional[str] = None) -> int:
+    """Print the table (exit code 0), or, when nothing could be evaluated, the reason on stderr (exit code 1;
+    the report files, which list every sample's problem, are written all the same)."""
+    files = f"{result.outputs.get('txt')}, {result.outputs.get('json')}, {result.outputs.get('csv')}"
     if result.failure:
-        sys.stderr.write(f"evaluation {task}: error: {result.failure}\n")
-        sys.stderr.write(saved)
+        sys.stderr.write(f"{prog or f'pager evaluate {task}'}: error: {result.failure}\n")
+        sys.stderr.write(f"the failure report (each sample's problem) is in {files}\n")
         return 1
+    saved = f"saved {files}\n"
     from pager.evaluation.runners import format_table
 
     sys.stdout.write(format_table(result))
@@ -175,4 +184,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv or argv[0] not in TASKS:
         sys.stderr.write(f"usage: evaluate {{{','.join(TASKS)}}} [options]  (got {argv[:1] or 'nothing'})\n")
         return 2
-    return _main_for(argv[0], argv[1:])
+    return _main_for(argv[0], argv[1:], prog=f"evaluate {argv[0]}")
