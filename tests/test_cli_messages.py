@@ -323,3 +323,21 @@ def test_evaluation_scripts_name_themselves(task, capsys):
     assert err[0] == f"{script}: error: no prediction could be evaluated" and "failure report" in err[1]
     assert ev._report(failed, task) == 1  # the pager sub-command
     assert capsys.readouterr().err.startswith(f"pager evaluate {task}: error: ")
+
+
+@pytest.mark.parametrize("command,extra,reason", [
+    ("predict", ["--modalities", "normals"], "no depth is predicted"),
+    ("video", ["--no_video"], "--depth_png is not given"),
+])
+def test_depth_scale_without_effect_is_named(tmp_path, caplog, monkeypatch, image, command, extra, reason):
+    """``--depth_scale`` where no 16-bit depth PNG will be written is not ignored silently."""
+    from pager.pipeline import PagerPipeline
+
+    def no_loading(*a, **k):
+        raise AssertionError("stop before loading")
+
+    monkeypatch.setattr(PagerPipeline, "from_pretrained", classmethod(no_loading))
+    source = image if command == "predict" else str(Path(image).parent)
+    with caplog.at_level(logging.WARNING), pytest.raises(AssertionError, match="stop before loading"):
+        main([command, source, "--out", str(tmp_path / "o"), "--depth_scale", "100", *extra])
+    assert any(f"--depth_scale 100 has no effect: {reason}" in r.getMessage() for r in caplog.records)

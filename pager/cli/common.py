@@ -93,10 +93,16 @@ def add_model_options(parser: Any, names: Any = MODEL_OPTIONS, unit: str = "pano
     return parser
 
 
-def check_depth_scale_option(source: Any, modalities: Any, scale: Optional[float], option: str = "--depth_scale") -> None:
+def check_depth_scale_option(source: Any, modalities: Any, scale: Optional[float], option: str = "--depth_scale",
+                             writes_png: bool = True, why_not: str = "") -> None:
     """Check ``--depth_scale`` against the depth checkpoint's range (its ``config.yaml`` only, before the model
-    loads; :func:`pager.export.check_depth_png_scale`). Nothing to check without a scale or a depth model."""
-    if scale is None or "depth" not in tuple(modalities):
+    loads; :func:`pager.export.check_depth_png_scale`). Nothing to check without a scale; a scale that no file
+    will use (no depth model, or ``writes_png=False``: ``why_not`` says why) is named in a warning."""
+    if scale is None:
+        return
+    if "depth" not in tuple(modalities) or not writes_png:
+        reason = why_not if "depth" in tuple(modalities) else "no depth is predicted (--modalities)"
+        logger.warning("%s %g has no effect: %s, so no 16-bit depth PNG is written", option, scale, reason)
         return
     from pager.export.files import check_depth_png_scale
     from pager.model.loading import checkpoint_config

@@ -115,10 +115,9 @@ def run(args: argparse.Namespace) -> int:
     from pager.model.loading import check_face_size_option, checkpoint_face_multiple
 
     check_face_size_option(args.face_size, checkpoint_face_multiple(ckpt, args.variant))
-    if args.depth_png:
-        from pager.cli.common import check_depth_scale_option
+    from pager.cli.common import check_depth_scale_option
 
-        check_depth_scale_option(ckpt, mods, args.depth_scale)
+    check_depth_scale_option(ckpt, mods, args.depth_scale, writes_png=args.depth_png, why_not="--depth_png is not given")
     passthrough = {n: getattr(args, n) for n in PIPELINE_PASS_THROUGH if getattr(args, n, None) is not None}
     opts = VideoOptions(
         modalities=tuple(mods), batch_size=args.batch_size, face_size=args.face_size, output_height=args.output_height,
