@@ -256,6 +256,10 @@ _EXIF_ORIENTATIONS = {2: "mirrored", 3: "turned 180 deg", 4: "flipped upside dow
                       6: "turned 90 deg clockwise", 7: "transversed", 8: "turned 90 deg anticlockwise"}
 
 
+#: (file, orientation) already warned about in this process
+_EXIF_WARNED: set = set()
+
+
 def _exif_orientation(img: Any) -> Optional[int]:
     """The EXIF Orientation tag of a PIL image, or ``None`` (no EXIF, unreadable EXIF)."""
     try:
@@ -302,7 +306,9 @@ def read_image(source: Union[PathLike, bytes], what: str = "image") -> np.ndarra
         with img_ctx as img:
             img.load()
             orientation = _exif_orientation(img)
-            if orientation not in (None, 1):
+            if orientation not in (None, 1) and (name, orientation) not in _EXIF_WARNED:
+                if not isinstance(source, (bytes, bytearray)):  # a file read twice (checked, then predicted): once
+                    _EXIF_WARNED.add((name, orientation))
                 logger.warning("%s %s: EXIF orientation %d (%s) is ignored: the pixels are read as stored, as an "
                                "equirectangular panorama is laid out; rotate the file itself if it is really turned",
                                what, name, orientation, _EXIF_ORIENTATIONS.get(orientation, "unknown"))

@@ -275,6 +275,9 @@ def test_exif_orientation_is_not_applied_but_named(tmp_path, caplog, entry):
     assert got.shape[:2] == (8, 16) and np.abs(got[..., :3].astype(int) - truth).max() <= 8  # JPEG rounding
     assert any("EXIF orientation 6" in r.getMessage() and str(path) in r.getMessage() for r in caplog.records)
     caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        read(path)  # the same file again (pager predict reads it before loading the model and when predicting)
+    assert not [r for r in caplog.records if "EXIF" in r.getMessage()]
     _exif_jpeg(path, 1)
     with caplog.at_level(logging.WARNING):
         read(path)
