@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -278,15 +278,21 @@ class Pager(nn.Module):
         Raises:
             ValueError: bad ``band_mb``/``band_rows``, or a VAE decoder layout the tiled decoder does not know.
         """
+        from pager.model.tiled_decoding import check_tiled_decoding_support
+
+        self.tiled_decoding = self._tiled_settings(enabled, band_mb, band_rows, check_tiled_decoding_support)
+        return self
+
+    def _tiled_settings(self, enabled: bool, band_mb: float, band_rows: Optional[int],
+                        check: Callable[[nn.Module], None]) -> Optional["TiledDecoding"]:
+        """The settings of a tiled VAE half (None when disabled), after ``check(self.vae)`` accepts the layout."""
         if not enabled:
-            self.tiled_decoding = None
-            return self
-        from pager.model.tiled_decoding import TiledDecoding, check_tiled_decoding_support
+            return None
+        from pager.model.tiled_decoding import TiledDecoding
 
         cfg = TiledDecoding(band_mb=band_mb, band_rows=band_rows)
-        check_tiled_decoding_support(self.vae)
-        self.tiled_decoding = cfg
-        return self
+        check(self.vae)
+        return cfg
 
     def enable_tiled_encoding(self, enabled: bool = True, band_mb: float = 64.0, band_rows: Optional[int] = None) -> "Pager":
         """Encode with the exact low-memory encoder of :mod:`pager.model.tiled_decoding` (or back, ``enabled=False``).
@@ -300,14 +306,9 @@ class Pager(nn.Module):
         Raises:
             ValueError: bad ``band_mb``/``band_rows``, or a VAE encoder layout the tiled encoder does not know.
         """
-        if not enabled:
-            self.tiled_encoding = None
-            return self
-        from pager.model.tiled_decoding import TiledDecoding, check_tiled_encoding_support
+        from pager.model.tiled_decoding import check_tiled_encoding_support
 
-        cfg = TiledDecoding(band_mb=band_mb, band_rows=band_rows)
-        check_tiled_encoding_support(self.vae)
-        self.tiled_encoding = cfg
+        self.tiled_encoding = self._tiled_settings(enabled, band_mb, band_rows, check_tiled_encoding_support)
         return self
 
     def enable_tiled_vae(self, enabled: bool = True, band_mb: float = 64.0, band_rows: Optional[int] = None) -> "Pager":

@@ -504,11 +504,16 @@ def tiled_encode(vae: nn.Module, x: Tensor, cfg: Optional[TiledDecoding] = None)
         ValueError: a batch that is not whole panoramas, or an encoder layout :func:`check_tiled_encoding_support`
             refuses.
     """
-    cfg = cfg or TiledDecoding()
     check_tiled_encoding_support(vae)
+    return _per_panorama(_encode_panorama, vae, x, cfg or TiledDecoding(), "tiled encoding needs faces [B*6, C, F, F]")
+
+
+def _per_panorama(run: Callable[[nn.Module, Tensor, TiledDecoding], Tensor], vae: nn.Module, x: Tensor,
+                  cfg: TiledDecoding, what: str) -> Tensor:
+    """``run`` on each panorama's six faces of ``x`` ``[B*6, ...]`` in turn, concatenated."""
     if x.dim() != 4 or x.shape[0] % FACES:
-        raise ValueError(f"tiled encoding needs faces [B*6, C, F, F] of whole panoramas, got {tuple(x.shape)}")
-    outs = [_encode_panorama(vae, x[i:i + FACES], cfg) for i in range(0, x.shape[0], FACES)]
+        raise ValueError(f"{what} of whole panoramas, got {tuple(x.shape)}")
+    outs = [run(vae, x[i:i + FACES], cfg) for i in range(0, x.shape[0], FACES)]
     return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
@@ -524,9 +529,5 @@ def tiled_decode(vae: nn.Module, z: Tensor, cfg: Optional[TiledDecoding] = None)
         ValueError: a batch that is not whole panoramas, or a decoder layout :func:`check_tiled_decoding_support`
             refuses.
     """
-    cfg = cfg or TiledDecoding()
     check_tiled_decoding_support(vae)
-    if z.dim() != 4 or z.shape[0] % FACES:
-        raise ValueError(f"tiled decoding needs latents [B*6, c, h, w] of whole panoramas, got {tuple(z.shape)}")
-    outs = [_decode_panorama(vae, z[i:i + FACES], cfg) for i in range(0, z.shape[0], FACES)]
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+    return _per_panorama(_decode_panorama, vae, z, cfg or TiledDecoding(), "tiled decoding needs latents [B*6, c, h, w]")
