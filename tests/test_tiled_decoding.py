@@ -90,34 +90,56 @@ VARIANTS = [("reference", True, False), ("geometric", True, False), ("reference"
 VARIANT_IDS = ["cube-reference", "cube-geometric", "cube-reference-vaeRoPE", "plain-zero-pad-per-face-norm"]
 
 
+def _faces(n_pano: int, size: int) -> torch.Tensor:
+    return torch.rand(6 * n_pano, 3, size, size, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 - 1
+
+
+def _untiled_moments(vae, x):
+    with torch.no_grad():
+        return vae.encode(x).latent_dist.parameters
+
+
+#: the two halves of the VAE: (input of n panoramas, the untiled network, the tiled one, output of one panorama)
+PARTS = {
+    "decoder": (lambda n: _latents(n, 8), _untiled, tiled_decode, (6, 3, 32, 32)),
+    "encoder": (lambda n: _faces(n, 32), _untiled_moments, tiled_encode, (6, 8, 8, 8)),
+}
+
+
 @pytest.mark.parametrize("band_rows", [1, 3, None])
 @pytest.mark.parametrize("padding,panorama,vae_rope", VARIANTS, ids=VARIANT_IDS)
-def test_tiled_equals_untiled_float64(padding, panorama, vae_rope, band_rows):
-    """Two panoramas, 8x8 latents -> 32 px faces; bands of 1 row, 3 rows (not dividing any size) or one band."""
+@pytest.mark.parametrize("part", list(PARTS))
+def test_tiled_equals_untiled_float64(part, padding, panorama, vae_rope, band_rows):
+    """Two panoramas: decoding 8x8 latents -> 32 px faces; encoding 32 px faces through conv_in, three down blocks
+    (two stride-2 Downsample2D whose (0, 1, 0, 1) zero padding is one-sided cube padding, or zeros for the plain
+    VAE), the mid-block and quant_conv. Bands of 1 row (a stride-2 output row reads 3 padded rows), 3 rows (not
+    dividing any size) or one band."""
+    make, untiled, tiled, shape = PARTS[part]
     vae = _vae(padding, panorama, vae_rope).double()
-    z = _latents(2, 8)
-    ref = _untiled(vae, z)
-    out = tiled_decode(vae, z, TiledDecoding(band_rows=band_rows))
-    assert out.shape == ref.shape == (12, 3, 32, 32)
+    x = make(2)
+    ref = untiled(vae, x)
+    out = tiled(vae, x, TiledDecoding(band_rows=band_rows))
+    assert out.shape == ref.shape == (12,) + shape[1:]
     assert (out - ref).abs().max().item() <= FP64_BOUND
 
 
 @pytest.mark.parametrize("dtype,layout", [(torch.float32, "contiguous"), (torch.float32, "channels_last"),
                                           (torch.bfloat16, "contiguous")])
 @pytest.mark.parametrize("padding,panorama,vae_rope", VARIANTS[:3], ids=VARIANT_IDS[:3])
-def test_tiled_lower_precision_as_accurate_as_untiled(padding, panorama, vae_rope, dtype, layout):
+@pytest.mark.parametrize("part", list(PARTS))
+def test_tiled_lower_precision_as_accurate_as_untiled(part, padding, panorama, vae_rope, dtype, layout):
     """float32 / bfloat16 (and channels_last): the tiled result is as close to the float64 truth as the untiled
-    decoder of the same dtype and layout is."""
-    vae64 = _vae(padding, panorama, vae_rope).double()
-    z64 = _latents(1, 8)
-    truth = _untiled(vae64, z64)
+    network of the same dtype and layout is."""
+    make, untiled, tiled, _ = PARTS[part]
+    x64 = make(1)
+    truth = untiled(_vae(padding, panorama, vae_rope).double(), x64)
     vae = _vae(padding, panorama, vae_rope).to(dtype)
-    z = z64.to(dtype)
+    x = x64.to(dtype)
     if layout == "channels_last":
         vae.to(memory_format=torch.channels_last)
-        z = z.contiguous(memory_format=torch.channels_last)
-    own = (_untiled(vae, z).double() - truth).abs().max().item()
-    out = tiled_decode(vae, z, TiledDecoding(band_rows=3))
+        x = x.contiguous(memory_format=torch.channels_last)
+    own = (untiled(vae, x).double() - truth).abs().max().item()
+    out = tiled(vae, x, TiledDecoding(band_rows=3))
     assert out.dtype == dtype
     err = (out.double() - truth).abs().max().item()
     floor = torch.finfo(dtype).eps * truth.abs().max().item()
@@ -139,47 +161,6 @@ def test_unsupported_decoder_is_refused_before_decoding():
 
 
 # ------------------------------------------------------------------------------------------------ encoder
-def _faces(n_pano: int, size: int) -> torch.Tensor:
-    return torch.rand(6 * n_pano, 3, size, size, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2 - 1
-
-
-def _untiled_moments(vae, x):
-    with torch.no_grad():
-        return vae.encode(x).latent_dist.parameters
-
-
-@pytest.mark.parametrize("band_rows", [1, 3, None])
-@pytest.mark.parametrize("padding,panorama,vae_rope", VARIANTS, ids=VARIANT_IDS)
-def test_tiled_encoding_equals_untiled_float64(padding, panorama, vae_rope, band_rows):
-    """Two panoramas of 32 px faces through conv_in, three down blocks (two stride-2 Downsample2D whose (0, 1, 0, 1)
-    zero padding is one-sided cube padding, or zeros for the plain VAE), the mid-block and quant_conv; bands of
-    1 row (a stride-2 output row reads 3 padded rows), 3 rows, or one band."""
-    vae = _vae(padding, panorama, vae_rope).double()
-    x = _faces(2, 32)
-    ref = _untiled_moments(vae, x)
-    out = tiled_encode(vae, x, TiledDecoding(band_rows=band_rows))
-    assert out.shape == ref.shape == (12, 8, 8, 8)
-    assert (out - ref).abs().max().item() <= FP64_BOUND
-
-
-@pytest.mark.parametrize("dtype,layout", [(torch.float32, "contiguous"), (torch.float32, "channels_last"),
-                                          (torch.bfloat16, "contiguous")])
-@pytest.mark.parametrize("padding,panorama,vae_rope", VARIANTS[:3], ids=VARIANT_IDS[:3])
-def test_tiled_encoding_lower_precision_as_accurate_as_untiled(padding, panorama, vae_rope, dtype, layout):
-    truth = _untiled_moments(_vae(padding, panorama, vae_rope).double(), _faces(1, 32))
-    vae = _vae(padding, panorama, vae_rope).to(dtype)
-    x = _faces(1, 32).to(dtype)
-    if layout == "channels_last":
-        vae.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    own = (_untiled_moments(vae, x).double() - truth).abs().max().item()
-    out = tiled_encode(vae, x, TiledDecoding(band_rows=3))
-    assert out.dtype == dtype
-    err = (out.double() - truth).abs().max().item()
-    floor = torch.finfo(dtype).eps * truth.abs().max().item()
-    assert err <= SAFETY * max(own, floor), (err, own)
-
-
 def test_unsupported_encoder_is_refused_before_encoding():
     vae = _vae("reference", True)
     vae.encoder.down_blocks[1].resnets[0].conv2.stride = (2, 2)

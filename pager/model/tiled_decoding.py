@@ -150,10 +150,7 @@ def check_tiled_decoding_support(vae: nn.Module) -> None:
     _check_mid_block(dec.mid_block, "decoder")
     for i, block in enumerate(dec.up_blocks):
         where = f"decoder.up_blocks.{i}"
-        if type(block).__name__ != "UpDecoderBlock2D":
-            raise ValueError(f"tiled VAE: {where} is a {type(block).__name__}, expected UpDecoderBlock2D")
-        for j, res in enumerate(block.resnets):
-            _check_resnet(res, f"{where}.resnets.{j}")
+        _check_block(block, where, "UpDecoderBlock2D")
         for j, up in enumerate(block.upsamplers or []):
             w = f"{where}.upsamplers.{j}"
             if (type(up).__name__ != "Upsample2D" or not up.use_conv or up.use_conv_transpose or not up.interpolate
@@ -161,6 +158,14 @@ def check_tiled_decoding_support(vae: nn.Module) -> None:
                 raise ValueError(f"tiled VAE: {w} must be a diffusers Upsample2D (nearest 2x, then a convolution)")
             _check_conv(up.conv, f"{w}.conv")
     _check_output_layers(dec, "decoder")
+
+
+def _check_block(block: nn.Module, where: str, kind: str) -> None:
+    """A diffusers up/down block of class ``kind`` whose ResNet blocks the tiled path runs (resamplers apart)."""
+    if type(block).__name__ != kind:
+        raise ValueError(f"tiled VAE: {where} is a {type(block).__name__}, expected {kind}")
+    for j, res in enumerate(block.resnets):
+        _check_resnet(res, f"{where}.resnets.{j}")
 
 
 def _check_mid_block(mid: nn.Module, part: str) -> None:
@@ -191,10 +196,7 @@ def check_tiled_encoding_support(vae: nn.Module) -> None:
     _check_conv(enc.conv_in, "encoder.conv_in")
     for i, block in enumerate(enc.down_blocks):
         where = f"encoder.down_blocks.{i}"
-        if type(block).__name__ != "DownEncoderBlock2D":
-            raise ValueError(f"tiled VAE: {where} is a {type(block).__name__}, expected DownEncoderBlock2D")
-        for j, res in enumerate(block.resnets):
-            _check_resnet(res, f"{where}.resnets.{j}")
+        _check_block(block, where, "DownEncoderBlock2D")
         for j, down in enumerate(block.downsamplers or []):
             w = f"{where}.downsamplers.{j}"
             if type(down).__name__ != "Downsample2D" or not down.use_conv or down.norm is not None:
